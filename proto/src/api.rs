@@ -1,0 +1,421 @@
+//! The JSON bodies of the HTTP API (`/api/v1`).
+//!
+//! Request bodies reject unknown fields so that a typo (`"shedule"`) is a 400,
+//! not a silently ignored setting. Every optional setting has a documented
+//! default so that the smallest useful job is a name, an app and a schedule.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Every error answer: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `bad_request`, `not_found`, `conflict`,
+    /// `no_leader`, `unavailable`, `internal`.
+    pub code: String,
+    /// For people: what went wrong and, where possible, what to do.
+    pub message: String,
+    /// Set on `no_leader`/`unavailable`: who this node believes leads, if anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderHint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderHint {
+    pub node_id: u64,
+    pub grpc_addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+}
+
+// ---------------------------------------------------------------- cluster
+
+/// `GET /api/v1/cluster`: this node's view of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub node_id: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: String,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub nodes: Vec<NodeView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: u64,
+    pub grpc_addr: String,
+    /// Learned from the node itself over gRPC; `None` until it answered once.
+    pub http_addr: Option<String>,
+    pub role: NodeRole,
+    /// Whether this node reached it recently (always true for itself).
+    pub reachable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    Voter,
+    Learner,
+}
+
+/// `POST /api/v1/cluster/nodes`: add a node (learner first, voter once caught up).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddNodeRequest {
+    pub id: u64,
+    pub grpc_addr: String,
+    /// Leave it a learner instead of promoting it to voter (default false).
+    #[serde(default)]
+    pub learner_only: bool,
+}
+
+/// `GET /api/v1/debug/digest`: a hash of the replicated state at an applied index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestView {
+    pub node_id: u64,
+    pub applied_index: Option<u64>,
+    pub digest: String,
+}
+
+// ---------------------------------------------------------------- apps
+
+/// `POST /api/v1/apps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    pub name: String,
+    /// Workers of this app present it to register.
+    pub secret: String,
+}
+
+/// An app as the API shows it: the secret is never echoed back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppView {
+    pub name: String,
+    pub created_at_ms: i64,
+}
+
+// ---------------------------------------------------------------- jobs
+
+/// When a job fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Schedule {
+    /// Only when run through the API (`POST /jobs/{id}/run`).
+    Api,
+    /// A cron expression with seconds (6 fields; 5 fields mean second 0), in a time zone.
+    Cron {
+        expression: String,
+        /// IANA name such as `Europe/Paris`; default `UTC`.
+        #[serde(default = "default_time_zone")]
+        time_zone: String,
+    },
+    /// Every `interval_ms`, aligned on `start_at_ms` (default: the job's creation time).
+    FixedRate {
+        interval_ms: u64,
+        #[serde(default)]
+        start_at_ms: Option<i64>,
+    },
+    /// `delay_ms` after the previous instance of the job finished.
+    FixedDelay { delay_ms: u64 },
+    /// Only as a node of a workflow.
+    Workflow,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_owned()
+}
+
+/// A daily window (in the schedule's time zone, UTC if none) outside which fires are skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DailyWindow {
+    /// `HH:MM` or `HH:MM:SS`.
+    pub start: String,
+    /// `HH:MM` or `HH:MM:SS`; earlier than `start` means the window spans midnight.
+    pub end: String,
+    /// ISO weekdays 1 (Monday) ..= 7 (Sunday); empty means every day.
+    #[serde(default)]
+    pub weekdays: Vec<u8>,
+}
+
+/// Not before / not after, in milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    #[serde(default)]
+    pub not_before_ms: Option<i64>,
+    #[serde(default)]
+    pub not_after_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionType {
+    #[default]
+    Standalone,
+    Broadcast,
+    Map,
+    MapReduce,
+}
+
+/// What a worker runs for an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Processor {
+    /// A script run by `/bin/sh`; stdout/stderr become the instance log, exit code 0 = success.
+    Shell { script: String },
+    /// An HTTP call; success when the answer has `expected_status` (default 200).
+    Http {
+        #[serde(default = "default_http_method")]
+        method: String,
+        url: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        body: String,
+        #[serde(default = "default_expected_status")]
+        expected_status: u16,
+    },
+    /// A processor registered under `name` by a program that embeds the worker agent.
+    Custom { name: String },
+}
+
+fn default_http_method() -> String {
+    "GET".to_owned()
+}
+
+fn default_expected_status() -> u16 {
+    200
+}
+
+/// Back-off between retries of an instance: `initial_ms * multiplier^(n-1)`, capped at `max_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    #[serde(default = "default_backoff_initial")]
+    pub initial_ms: u64,
+    #[serde(default = "default_backoff_multiplier")]
+    pub multiplier: u32,
+    #[serde(default = "default_backoff_max")]
+    pub max_ms: u64,
+}
+
+fn default_backoff_initial() -> u64 {
+    1_000
+}
+fn default_backoff_multiplier() -> u32 {
+    2
+}
+fn default_backoff_max() -> u64 {
+    60_000
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial_ms: default_backoff_initial(),
+            multiplier: default_backoff_multiplier(),
+            max_ms: default_backoff_max(),
+        }
+    }
+}
+
+/// Which workers may run the job. Empty/zero fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFilter {
+    /// The worker must carry every one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub min_cpu_cores: u32,
+    #[serde(default)]
+    pub min_memory_mb: u64,
+    #[serde(default)]
+    pub min_disk_mb: u64,
+    /// Worker addresses; non-empty means only these.
+    #[serde(default)]
+    pub designated_workers: Vec<String>,
+    /// At most this many workers take part (broadcast, map); 0 = no limit.
+    #[serde(default)]
+    pub max_worker_count: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchStrategy {
+    /// The least loaded live worker that passes the filter.
+    #[default]
+    HealthFirst,
+    Random,
+    RoundRobin,
+}
+
+/// What to do with fire times missed while the cluster was down or leaderless.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MisfirePolicy {
+    /// One catch-up instance for all the missed fires.
+    #[default]
+    FireOnce,
+    /// Record the missed fires as skipped.
+    Skip,
+}
+
+/// What to do with an instance when no live worker matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoWorkerPolicy {
+    /// Fail the instance at once with a reason.
+    #[default]
+    Fail,
+    /// Keep it waiting until a worker appears (or its timeout passes).
+    Wait,
+}
+
+/// Where to send an alarm when an instance finally fails.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alarm {
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub emails: Vec<String>,
+}
+
+/// Everything a user sets on a job (`POST /api/v1/jobs`, `PUT /api/v1/jobs/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub app: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub daily_window: Option<DailyWindow>,
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+    #[serde(default)]
+    pub execution: ExecutionType,
+    pub processor: Processor,
+    /// Passed to the processor as the job's parameters.
+    #[serde(default)]
+    pub params: String,
+    /// Instances of this job running at once; 0 = unlimited.
+    #[serde(default)]
+    pub max_instances: u32,
+    /// Tasks of one instance a worker runs at once (map/reduce); default 1.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Stop and fail an instance running longer; 0 = no limit.
+    #[serde(default)]
+    pub instance_timeout_ms: u64,
+    #[serde(default)]
+    pub instance_retries: u32,
+    #[serde(default)]
+    pub task_retries: u32,
+    #[serde(default)]
+    pub retry_backoff: Backoff,
+    #[serde(default)]
+    pub worker_filter: WorkerFilter,
+    #[serde(default)]
+    pub dispatch_strategy: DispatchStrategy,
+    #[serde(default)]
+    pub misfire_policy: MisfirePolicy,
+    #[serde(default)]
+    pub no_worker_policy: NoWorkerPolicy,
+    #[serde(default)]
+    pub alarm: Alarm,
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+}
+
+fn default_concurrency() -> u32 {
+    1
+}
+fn default_enabled() -> bool {
+    true
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: u64,
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// The newest fire time recorded for this job, if it ever fired.
+    pub last_fire_ms: Option<i64>,
+}
+
+/// `GET /api/v1/jobs?app=`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
+/// `GET /api/v1/apps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppList {
+    pub apps: Vec<AppView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smallest_job_gets_defaults() {
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"app":"demo","name":"hello","schedule":{"type":"api"},
+                "processor":{"type":"shell","script":"echo hi"}}"#,
+        )
+        .expect("minimal job parses");
+        assert!(spec.enabled);
+        assert_eq!(spec.concurrency, 1);
+        assert_eq!(spec.dispatch_strategy, DispatchStrategy::HealthFirst);
+        assert_eq!(spec.retry_backoff, Backoff::default());
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let err = serde_json::from_str::<JobSpec>(
+            r#"{"app":"demo","name":"hello","shedule":{"type":"api"},
+                "processor":{"type":"shell","script":"echo hi"}}"#,
+        )
+        .expect_err("typo must not parse");
+        assert!(err.to_string().contains("shedule"), "{err}");
+    }
+
+    #[test]
+    fn job_view_round_trips_with_flattened_spec() {
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"app":"a","name":"n","schedule":{"type":"cron","expression":"*/5 * * * * *"},
+                "processor":{"type":"http","url":"http://127.0.0.1/x"}}"#,
+        )
+        .expect("parses");
+        let view = JobView {
+            id: 7,
+            spec,
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            last_fire_ms: None,
+        };
+        let text = serde_json::to_string(&view).expect("serializes");
+        let back: JobView = serde_json::from_str(&text).expect("parses back");
+        assert_eq!(back, view);
+    }
+}

@@ -1,0 +1,53 @@
+//! qron's replicated state.
+//!
+//! * [`model`], [`command`] and [`state`]: the domain (apps, jobs), the
+//!   [`Command`] enum every change goes through, and [`State::apply`], a pure,
+//!   deterministic function of the state and a command.
+//! * [`log_store`] and [`state_machine`]: openraft's v2 storage traits on
+//!   RocksDB (log and vote, fsynced before they are acknowledged) and on
+//!   snapshot files.
+//!
+//! This crate knows nothing of networks, clocks or tasks of its own: every time
+//! value arrives inside a command.
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod log_store;
+pub mod model;
+pub mod snapshot_file;
+pub mod state;
+pub mod state_machine;
+pub mod types;
+
+pub use command::{Command, CommandError, Reply, Response};
+pub use log_store::LogStore;
+pub use snapshot_file::SnapshotFile;
+pub use state::State;
+pub use state_machine::{SharedState, StateMachineStore};
+pub use types::{JobId, NodeId, QronNode};
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for qron.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = NodeId,
+        Node = QronNode,
+        SnapshotData = SnapshotFile,
+);
+
+/// The openraft handle of a qron node.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log entry of qron's Raft log.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// The storage error openraft expects from our stores.
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// Opens (or creates) the RocksDB database and the snapshot directory under
+/// `dir` and returns the log store and the state machine sharing them.
+pub fn open(dir: &std::path::Path) -> Result<(LogStore, StateMachineStore), StorageError> {
+    let db = log_store::open_db(&dir.join("raft"))?;
+    let log = LogStore::new(db.clone())?;
+    let sm = StateMachineStore::open(db, &dir.join("snapshots"))?;
+    Ok((log, sm))
+}

@@ -1,0 +1,310 @@
+//! The replicated domain records and the validation of what users send.
+//!
+//! Validation is deterministic (the cron parser and the time-zone table are
+//! pure), so the API runs it before proposing (a clear 400 without a Raft round
+//! trip) and `apply` runs it again, so no log entry can install a bad record.
+
+use std::str::FromStr;
+
+use qron_proto::api::{DailyWindow, JobSpec, Lifecycle, Processor, Schedule};
+use serde::{Deserialize, Serialize};
+
+use crate::types::JobId;
+
+/// Longest app or job name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest script, params or description accepted (bytes): the log is not a blob store.
+pub const MAX_TEXT_LEN: usize = 64 * 1024;
+/// Smallest fixed-rate interval: below this a job is a busy loop, not a schedule.
+pub const MIN_FIXED_RATE_MS: u64 = 100;
+
+/// An application: a namespace of jobs and the secret its workers present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    pub name: String,
+    pub secret: String,
+    pub created_at_ms: i64,
+}
+
+/// A job as the state machine holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// Newest fire time recorded (rule 3: a fire not newer than this is a no-op).
+    pub last_fire_ms: Option<i64>,
+}
+
+impl Job {
+    /// The API's view of this job.
+    pub fn view(&self) -> qron_proto::api::JobView {
+        qron_proto::api::JobView {
+            id: self.id.0,
+            spec: self.spec.clone(),
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            last_fire_ms: self.last_fire_ms,
+        }
+    }
+}
+
+/// Checks an app or job name: non-empty, bounded, printable, no `/`.
+pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err(format!("{what} name must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("{what} name is longer than {MAX_NAME_LEN} bytes"));
+    }
+    if name.chars().any(|c| c.is_control() || c == '/') {
+        return Err(format!("{what} name {name:?} contains a control character or '/'"));
+    }
+    Ok(())
+}
+
+/// Checks an app creation request.
+pub fn validate_app(name: &str, secret: &str) -> Result<(), String> {
+    validate_name("app", name)?;
+    if secret.is_empty() {
+        return Err("app secret must not be empty: workers present it to register".into());
+    }
+    if secret.len() > MAX_NAME_LEN {
+        return Err(format!("app secret is longer than {MAX_NAME_LEN} bytes"));
+    }
+    Ok(())
+}
+
+/// Parses a cron expression the way the scheduler will (seconds optional).
+pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
+    croner::Cron::new(expression)
+        .with_seconds_optional()
+        .parse()
+        .map_err(|e| format!("bad cron expression {expression:?}: {e}"))
+}
+
+/// Parses an IANA time-zone name.
+pub fn parse_time_zone(name: &str) -> Result<chrono_tz::Tz, String> {
+    chrono_tz::Tz::from_str(name)
+        .map_err(|_| format!("unknown time zone {name:?}: use an IANA name such as Europe/Paris"))
+}
+
+fn parse_hms(text: &str) -> Result<u32, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let bad = || format!("bad time of day {text:?}: use HH:MM or HH:MM:SS");
+    if !(2..=3).contains(&parts.len()) {
+        return Err(bad());
+    }
+    let mut secs = 0u32;
+    for (i, limit) in [24u32, 60, 60].iter().enumerate().take(parts.len()) {
+        let v: u32 = parts[i].parse().map_err(|_| bad())?;
+        if v >= *limit {
+            return Err(bad());
+        }
+        secs = secs * 60 + v;
+    }
+    if parts.len() == 2 {
+        secs *= 60;
+    }
+    Ok(secs)
+}
+
+fn validate_window(w: &DailyWindow) -> Result<(), String> {
+    let start = parse_hms(&w.start)?;
+    let end = parse_hms(&w.end)?;
+    if start == end {
+        return Err("daily_window start and end must differ".into());
+    }
+    if let Some(d) = w.weekdays.iter().find(|d| !(1..=7).contains(*d)) {
+        return Err(format!("daily_window weekday {d} is not 1 (Monday) ..= 7 (Sunday)"));
+    }
+    Ok(())
+}
+
+fn validate_schedule(s: &Schedule) -> Result<(), String> {
+    match s {
+        Schedule::Api | Schedule::Workflow => Ok(()),
+        Schedule::Cron { expression, time_zone } => {
+            parse_cron(expression)?;
+            parse_time_zone(time_zone)?;
+            Ok(())
+        }
+        Schedule::FixedRate { interval_ms, .. } => {
+            if *interval_ms < MIN_FIXED_RATE_MS {
+                Err(format!(
+                    "fixed_rate interval_ms must be at least {MIN_FIXED_RATE_MS}, got {interval_ms}"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Schedule::FixedDelay { delay_ms } => {
+            if *delay_ms == 0 {
+                Err("fixed_delay delay_ms must be at least 1".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+fn validate_lifecycle(l: &Lifecycle) -> Result<(), String> {
+    match (l.not_before_ms, l.not_after_ms) {
+        (Some(a), Some(b)) if a >= b => Err(format!(
+            "lifecycle not_before_ms ({a}) must be earlier than not_after_ms ({b})"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn validate_processor(p: &Processor) -> Result<(), String> {
+    match p {
+        Processor::Shell { script } => {
+            if script.trim().is_empty() {
+                return Err("shell processor script must not be empty".into());
+            }
+            if script.len() > MAX_TEXT_LEN {
+                return Err(format!("shell script is longer than {MAX_TEXT_LEN} bytes"));
+            }
+            Ok(())
+        }
+        Processor::Http {
+            method,
+            url,
+            expected_status,
+            body,
+            ..
+        } => {
+            const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+            if !METHODS.contains(&method.as_str()) {
+                return Err(format!("http processor method {method:?} is not one of {METHODS:?}"));
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                return Err(format!(
+                    "http processor url {url:?} must start with http:// or https://"
+                ));
+            }
+            if !(100..=599).contains(expected_status) {
+                return Err(format!(
+                    "http processor expected_status {expected_status} is not an HTTP status"
+                ));
+            }
+            if body.len() > MAX_TEXT_LEN {
+                return Err(format!("http processor body is longer than {MAX_TEXT_LEN} bytes"));
+            }
+            Ok(())
+        }
+        Processor::Custom { name } => validate_name("custom processor", name),
+    }
+}
+
+/// Checks everything a job spec says that can be checked without other records.
+pub fn validate_job(spec: &JobSpec) -> Result<(), String> {
+    validate_name("job", &spec.name)?;
+    validate_name("app", &spec.app)?;
+    validate_schedule(&spec.schedule)?;
+    if let Some(w) = &spec.daily_window {
+        validate_window(w)?;
+    }
+    validate_lifecycle(&spec.lifecycle)?;
+    validate_processor(&spec.processor)?;
+    if spec.params.len() > MAX_TEXT_LEN {
+        return Err(format!("params is longer than {MAX_TEXT_LEN} bytes"));
+    }
+    if spec.description.len() > MAX_TEXT_LEN {
+        return Err(format!("description is longer than {MAX_TEXT_LEN} bytes"));
+    }
+    if spec.concurrency == 0 {
+        return Err("concurrency must be at least 1".into());
+    }
+    let b = &spec.retry_backoff;
+    if b.multiplier == 0 {
+        return Err("retry_backoff multiplier must be at least 1".into());
+    }
+    if b.initial_ms > b.max_ms {
+        return Err(format!(
+            "retry_backoff initial_ms ({}) must not exceed max_ms ({})",
+            b.initial_ms, b.max_ms
+        ));
+    }
+    if let Some(url) = &spec.alarm.webhook_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("alarm webhook_url {url:?} must start with http:// or https://"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(schedule: &str) -> JobSpec {
+        serde_json::from_str(&format!(
+            r#"{{"app":"demo","name":"j","schedule":{schedule},
+                "processor":{{"type":"shell","script":"true"}}}}"#
+        ))
+        .expect("test spec parses")
+    }
+
+    #[test]
+    fn accepts_good_schedules() {
+        for s in [
+            r#"{"type":"api"}"#,
+            r#"{"type":"cron","expression":"*/5 * * * * *"}"#,
+            r#"{"type":"cron","expression":"0 30 2 * * *","time_zone":"Europe/Paris"}"#,
+            r#"{"type":"cron","expression":"0 9 * * MON-FRI"}"#,
+            r#"{"type":"fixed_rate","interval_ms":1000}"#,
+            r#"{"type":"fixed_delay","delay_ms":5}"#,
+        ] {
+            validate_job(&spec(s)).unwrap_or_else(|e| panic!("{s}: {e}"));
+        }
+    }
+
+    #[test]
+    fn refuses_bad_schedules_with_the_reason() {
+        for (s, needle) in [
+            (r#"{"type":"cron","expression":"61 * * * * *"}"#, "bad cron expression"),
+            (r#"{"type":"cron","expression":"not cron"}"#, "bad cron expression"),
+            (
+                r#"{"type":"cron","expression":"* * * * *","time_zone":"Mars/Base"}"#,
+                "unknown time zone",
+            ),
+            (r#"{"type":"fixed_rate","interval_ms":5}"#, "at least 100"),
+            (r#"{"type":"fixed_delay","delay_ms":0}"#, "at least 1"),
+        ] {
+            let err = validate_job(&spec(s)).expect_err(s);
+            assert!(err.contains(needle), "{s}: {err}");
+        }
+    }
+
+    #[test]
+    fn refuses_empty_names_and_bad_windows() {
+        let mut j = spec(r#"{"type":"api"}"#);
+        j.name = "  ".into();
+        assert!(validate_job(&j).unwrap_err().contains("must not be empty"));
+        let mut j = spec(r#"{"type":"api"}"#);
+        j.daily_window = Some(DailyWindow {
+            start: "25:00".into(),
+            end: "26:00".into(),
+            weekdays: vec![],
+        });
+        assert!(validate_job(&j).unwrap_err().contains("bad time of day"));
+        let mut j = spec(r#"{"type":"api"}"#);
+        j.lifecycle = Lifecycle {
+            not_before_ms: Some(10),
+            not_after_ms: Some(5),
+        };
+        assert!(validate_job(&j).unwrap_err().contains("earlier than"));
+    }
+
+    #[test]
+    fn hms_parses() {
+        assert_eq!(parse_hms("00:00"), Ok(0));
+        assert_eq!(parse_hms("01:02:03"), Ok(3723));
+        assert_eq!(parse_hms("23:59"), Ok(86340));
+        assert!(parse_hms("1").is_err());
+        assert!(parse_hms("12:60").is_err());
+    }
+}

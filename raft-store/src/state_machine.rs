@@ -1,0 +1,299 @@
+//! openraft's state machine: the in-memory [`State`], persisted by snapshots.
+//!
+//! Applying an entry changes memory only; the state reaches disk when openraft
+//! builds a snapshot (every `LogsSinceLast(n)` entries). After a restart the
+//! node loads its newest snapshot and openraft re-applies the log after it, so
+//! nothing committed is lost as long as the log is kept until a snapshot covers
+//! it (openraft purges only what the current snapshot includes).
+//!
+//! Snapshot files live in `<data-dir>/snapshots/` as `snap-<term>-<index>.json`
+//! (the JSON of [`State`]); the current one is named by the `snapshot` key in
+//! RocksDB's `meta` column family, written with `sync = true` after the file is
+//! fsynced and renamed into place. Other files there are leftovers of a crash
+//! and are removed at start-up.
+//!
+//! Rule 9: a snapshot is built from a copy of the state taken between two
+//! applies, on openraft's snapshot task, while applying goes on.
+
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
+use rocksdb::DB;
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Reply, Response};
+use crate::log_store::{get_meta, put_meta};
+use crate::snapshot_file::SnapshotFile;
+use crate::state::State;
+use crate::{Entry, NodeId, QronNode, StorageError, TypeConfig};
+
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+/// The state shared between the state machine (writer) and the API (readers).
+#[derive(Clone, Default)]
+pub struct SharedState(Arc<RwLock<State>>);
+
+impl SharedState {
+    /// A read guard; a poisoned lock still yields the state (apply never panics midway).
+    pub fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the `meta` column family records about the current snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, QronNode>,
+    file: String,
+}
+
+/// Distinguishes files written by this process (receive buffers, builds at the same index).
+static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// openraft's state machine for qron.
+pub struct StateMachineStore {
+    state: SharedState,
+    db: Arc<DB>,
+    dir: PathBuf,
+    /// Serializes "make this the current snapshot" between builds and installs.
+    commit_lock: Arc<Mutex<()>>,
+}
+
+impl StateMachineStore {
+    /// Opens the snapshot directory and loads the current snapshot, if any.
+    pub fn open(db: Arc<DB>, dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let stored: Option<StoredSnapshot> = get_meta(&db, KEY_SNAPSHOT)?;
+        let state = match &stored {
+            None => State::default(),
+            Some(s) => load_state(&dir.join(&s.file), &s.meta)?,
+        };
+        remove_other_files(dir, stored.as_ref().map(|s| s.file.as_str()), true);
+        Ok(StateMachineStore {
+            state: SharedState(Arc::new(RwLock::new(state))),
+            db,
+            dir: dir.to_owned(),
+            commit_lock: Arc::default(),
+        })
+    }
+
+    /// A handle for readers (the API).
+    pub fn shared(&self) -> SharedState {
+        self.state.clone()
+    }
+}
+
+fn load_state(path: &Path, meta: &SnapshotMeta<NodeId, QronNode>) -> Result<State, StorageError> {
+    let sig = Some(meta.signature());
+    let file = std::fs::File::open(path).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+    let mut state: State =
+        serde_json::from_reader(BufReader::new(file)).map_err(|e| StorageIOError::read_snapshot(sig, &e))?;
+    // The meta is authoritative for openraft's bookkeeping.
+    state.last_applied = meta.last_log_id;
+    state.last_membership = meta.last_membership.clone();
+    Ok(state)
+}
+
+/// Removes the snapshot files in `dir` but `keep`; with `all`, also temporary
+/// files (only at start-up: at run time they may be builds or receives under way).
+fn remove_other_files(dir: &Path, keep: Option<&str>, all: bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let finished = name.starts_with("snap-") && name.ends_with(".json");
+        if Some(name.as_ref()) != keep && (all || finished) {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove old snapshot file");
+            }
+        }
+    }
+}
+
+fn snapshot_file_name(last: Option<LogId<NodeId>>) -> String {
+    let seq = FILE_SEQ.fetch_add(1, Ordering::Relaxed);
+    match last {
+        Some(l) => format!("snap-{}-{}-{}.json", l.leader_id.term, l.index, seq),
+        None => format!("snap-none-{seq}.json"),
+    }
+}
+
+/// Makes `file` the current snapshot: fsync the directory (the rename), then
+/// record it in RocksDB with sync, then drop older files. A snapshot older than
+/// the current one (a build that finished after an install) is dropped instead:
+/// the log before the current snapshot may already be purged.
+fn commit_snapshot(
+    lock: &Mutex<()>,
+    db: &DB,
+    dir: &Path,
+    meta: &SnapshotMeta<NodeId, QronNode>,
+    file: &str,
+) -> Result<(), StorageError> {
+    let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let sig = Some(meta.signature());
+    if let Some(current) = get_meta::<StoredSnapshot>(db, KEY_SNAPSHOT)? {
+        if current.meta.last_log_id > meta.last_log_id {
+            tracing::info!(stale = %meta.snapshot_id, current = %current.meta.snapshot_id, "dropping a snapshot older than the current one");
+            let _ = std::fs::remove_file(dir.join(file));
+            return Ok(());
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+    put_meta(
+        db,
+        KEY_SNAPSHOT,
+        &StoredSnapshot {
+            meta: meta.clone(),
+            file: file.to_owned(),
+        },
+        true,
+    )?;
+    remove_other_files(dir, Some(file), false);
+    Ok(())
+}
+
+/// Builds snapshots from a point-in-time copy of the state.
+pub struct SnapshotBuilder {
+    copy: State,
+    db: Arc<DB>,
+    dir: PathBuf,
+    commit_lock: Arc<Mutex<()>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let last = self.copy.last_applied;
+        let name = snapshot_file_name(last);
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: self.copy.last_membership.clone(),
+            snapshot_id: name.trim_end_matches(".json").to_owned(),
+        };
+        let sig = Some(meta.signature());
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let path = self.dir.join(&name);
+        let copy = std::mem::take(&mut self.copy);
+        let (tmp2, path2) = (tmp.clone(), path.clone());
+        // Serialization and fsync are blocking work: keep them off the async workers.
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let file = std::fs::File::create(&tmp2)?;
+            let mut w = BufWriter::new(file);
+            serde_json::to_writer(&mut w, &copy)?;
+            let file = w.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            std::fs::rename(&tmp2, &path2)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?
+        .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        // Open before committing: a stale build's file is removed by the commit, but
+        // openraft still gets the snapshot it asked for through this handle.
+        let data = SnapshotFile::open(&path)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(sig, &e))?;
+        commit_snapshot(&self.commit_lock, &self.db, &self.dir, &meta, &name)?;
+        tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, QronNode>), StorageError> {
+        let s = self.state.read();
+        Ok((s.last_applied, s.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let mut state = self.state.write();
+        let mut out = Vec::new();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            let resp = match &entry.payload {
+                EntryPayload::Blank => Response(Ok(Reply::None)),
+                EntryPayload::Normal(cmd) => state.apply(cmd),
+                EntryPayload::Membership(m) => {
+                    state.last_membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    Response(Ok(Reply::None))
+                }
+            };
+            out.push(resp);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            copy: self.state.read().clone(),
+            db: self.db.clone(),
+            dir: self.dir.clone(),
+            commit_lock: self.commit_lock.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let seq = FILE_SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("recv-{seq}.tmp"));
+        let file = SnapshotFile::create(&path)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, QronNode>,
+        mut snapshot: Box<SnapshotFile>,
+    ) -> Result<(), StorageError> {
+        let sig = Some(meta.signature());
+        snapshot
+            .sync()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        let name = snapshot_file_name(meta.last_log_id);
+        let path = self.dir.join(&name);
+        std::fs::rename(snapshot.path(), &path).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        let (path2, meta2) = (path.clone(), meta.clone());
+        let new_state = tokio::task::spawn_blocking(move || load_state(&path2, &meta2))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(sig, &e))??;
+        commit_snapshot(&self.commit_lock, &self.db, &self.dir, meta, &name)?;
+        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
+        *self.state.write() = new_state;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(stored) = get_meta::<StoredSnapshot>(&self.db, KEY_SNAPSHOT)? else {
+            return Ok(None);
+        };
+        let sig = Some(stored.meta.signature());
+        let data = SnapshotFile::open(&self.dir.join(&stored.file))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(sig, &e))?;
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(data),
+        }))
+    }
+}

@@ -1,0 +1,62 @@
+//! `/api/v1/apps`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use qron_proto::api::{AppList, AppView, CreateApp};
+use qron_raft_store::{Command, Reply};
+use serde::Deserialize;
+
+use super::{now_ms, ApiError, ApiJson, ApiQuery, ApiState};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    #[serde(default)]
+    pub stale: bool,
+}
+
+/// `POST /api/v1/apps`.
+pub async fn create(
+    State(app): State<Arc<ApiState>>,
+    ApiJson(req): ApiJson<CreateApp>,
+) -> Result<(StatusCode, Json<AppView>), ApiError> {
+    qron_raft_store::model::validate_app(&req.name, &req.secret).map_err(ApiError::BadRequest)?;
+    let cmd = Command::CreateApp {
+        name: req.name.clone(),
+        secret: req.secret,
+        now_ms: now_ms(),
+    };
+    match app.propose(cmd).await? {
+        Reply::AppCreated { name } => {
+            let view = app.state.read().apps.get(&name).map(|a| AppView {
+                name: a.name.clone(),
+                created_at_ms: a.created_at_ms,
+            });
+            view.map(|v| (StatusCode::CREATED, Json(v)))
+                .ok_or_else(|| ApiError::Internal(format!("app {name:?} vanished after creation")))
+        }
+        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// `GET /api/v1/apps`.
+pub async fn list(
+    State(app): State<Arc<ApiState>>,
+    ApiQuery(q): ApiQuery<ReadParams>,
+) -> Result<Json<AppList>, ApiError> {
+    app.read_barrier(q.stale).await?;
+    let apps = app
+        .state
+        .read()
+        .apps
+        .values()
+        .map(|a| AppView {
+            name: a.name.clone(),
+            created_at_ms: a.created_at_ms,
+        })
+        .collect();
+    Ok(Json(AppList { apps }))
+}

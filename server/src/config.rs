@@ -1,0 +1,316 @@
+//! `qron-server` configuration: flags, `QRON_*` environment variables and an
+//! optional TOML file, in that order of precedence, validated at start with
+//! messages that name the setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+/// A qron server node: one member of a Raft cluster that replicates apps and
+/// jobs, fires their schedules and dispatches instances to workers.
+///
+/// Start three nodes with the same --initial-cluster, in any order, and they form
+/// one cluster. Restart a node with its --data-dir and it rejoins with its state.
+/// A node started without --initial-cluster waits until a member adds it with
+/// `qronctl cluster add-node` (POST /api/v1/cluster/nodes).
+///
+/// Every flag can also be set as the environment variable shown, or as a key of
+/// the TOML file given with --config (keys are the flag names with `_`, e.g.
+/// `node_id = 1`). Flags win over the environment, which wins over the file.
+#[derive(Debug, Clone, Default, Parser, Deserialize)]
+#[command(name = "qron-server", version, about, long_about)]
+#[serde(default, deny_unknown_fields)]
+pub struct Args {
+    /// TOML file with any of the settings below.
+    #[arg(long, env = "QRON_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// This node's Raft id: a positive integer, unique in the cluster and stable across restarts.
+    #[arg(long, env = "QRON_NODE_ID")]
+    pub node_id: Option<u64>,
+
+    /// Address the HTTP API (and console) listens on [default: 127.0.0.1:7700].
+    #[arg(long, env = "QRON_HTTP")]
+    pub http: Option<SocketAddr>,
+
+    /// Address the gRPC port (Raft between servers, workers) listens on [default: 127.0.0.1:7701].
+    #[arg(long, env = "QRON_GRPC")]
+    pub grpc: Option<SocketAddr>,
+
+    /// gRPC address other nodes use to reach this one, when it differs from --grpc
+    /// (e.g. listening on 0.0.0.0 in a container) [default: --grpc].
+    #[arg(long, env = "QRON_ADVERTISE_GRPC")]
+    pub advertise_grpc: Option<String>,
+
+    /// HTTP address clients are pointed to (leader hints) [default: --http].
+    #[arg(long, env = "QRON_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
+
+    /// Directory for the Raft log, votes and snapshots; created if missing.
+    #[arg(long, env = "QRON_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The founding members, as `ID=HOST:GRPC_PORT` pairs separated by commas,
+    /// identical on every founding node. Leave it out on a node that will be added later.
+    #[arg(long, env = "QRON_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Raft heartbeat interval in milliseconds [default: 100].
+    #[arg(long, env = "QRON_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+
+    /// Lower bound of the randomized election timeout in milliseconds [default: 400].
+    #[arg(long, env = "QRON_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+
+    /// Upper bound of the election timeout in milliseconds; also the leader lease [default: 800].
+    #[arg(long, env = "QRON_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+
+    /// Build a snapshot after this many log entries since the last one [default: 10000].
+    #[arg(long, env = "QRON_SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+
+    /// Log entries kept behind the last snapshot for lagging followers [default: 1000].
+    #[arg(long, env = "QRON_LOGS_KEPT")]
+    pub logs_kept: Option<u64>,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `qron_server=debug` [default: info].
+    #[arg(long, env = "QRON_LOG")]
+    pub log: Option<String>,
+}
+
+/// The validated configuration a node runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: u64,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub advertise_grpc: String,
+    pub advertise_http: String,
+    pub data_dir: PathBuf,
+    pub initial_cluster: BTreeMap<u64, String>,
+    pub heartbeat: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub snapshot_logs: u64,
+    pub logs_kept: u64,
+    pub log: String,
+}
+
+macro_rules! merge {
+    ($cli:ident, $file:ident, $($field:ident),*) => {
+        Args { config: $cli.config.clone(), $($field: $cli.$field.or($file.$field),)* }
+    };
+}
+
+impl Args {
+    /// Fills what the flags and environment left unset from the TOML file.
+    pub fn with_file(self) -> anyhow::Result<Args> {
+        let Some(path) = &self.config else {
+            return Ok(self);
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("--config: cannot read {}", path.display()))?;
+        let file: Args = toml::from_str(&text).with_context(|| format!("--config: {} is not valid", path.display()))?;
+        let cli = self;
+        Ok(merge!(
+            cli,
+            file,
+            node_id,
+            http,
+            grpc,
+            advertise_grpc,
+            advertise_http,
+            data_dir,
+            initial_cluster,
+            heartbeat_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            snapshot_logs,
+            logs_kept,
+            log
+        ))
+    }
+
+    /// Checks the settings and applies defaults.
+    pub fn validate(self) -> anyhow::Result<Config> {
+        let Some(node_id) = self.node_id else {
+            bail!("--node-id (QRON_NODE_ID) is required: a positive integer unique in the cluster");
+        };
+        if node_id == 0 {
+            bail!("--node-id must be positive, got 0");
+        }
+        let Some(data_dir) = self.data_dir else {
+            bail!("--data-dir (QRON_DATA_DIR) is required: where this node keeps its Raft log and snapshots");
+        };
+        let http = self.http.unwrap_or_else(|| ([127, 0, 0, 1], 7700).into());
+        let grpc = self.grpc.unwrap_or_else(|| ([127, 0, 0, 1], 7701).into());
+        if http == grpc {
+            bail!("--http and --grpc must be different addresses, both are {http}");
+        }
+        let advertise_grpc = self.advertise_grpc.unwrap_or_else(|| grpc.to_string());
+        let advertise_http = self.advertise_http.unwrap_or_else(|| http.to_string());
+        let initial_cluster = match &self.initial_cluster {
+            None => BTreeMap::new(),
+            Some(text) => parse_initial_cluster(text)?,
+        };
+        if !initial_cluster.is_empty() {
+            match initial_cluster.get(&node_id) {
+                None => bail!("--initial-cluster does not name this node (--node-id {node_id})"),
+                Some(addr) if *addr != advertise_grpc => bail!(
+                    "--initial-cluster gives node {node_id} the address {addr}, but this node's gRPC \
+                     address is {advertise_grpc} (set --advertise-grpc if they differ on purpose)"
+                ),
+                Some(_) => {}
+            }
+        }
+        let heartbeat = self.heartbeat_ms.unwrap_or(100);
+        let emin = self.election_timeout_min_ms.unwrap_or(400);
+        let emax = self.election_timeout_max_ms.unwrap_or(800);
+        if heartbeat == 0 || heartbeat >= emin {
+            bail!("--heartbeat-ms ({heartbeat}) must be positive and below --election-timeout-min-ms ({emin})");
+        }
+        if emin >= emax {
+            bail!("--election-timeout-min-ms ({emin}) must be below --election-timeout-max-ms ({emax})");
+        }
+        let snapshot_logs = self.snapshot_logs.unwrap_or(10_000);
+        if snapshot_logs == 0 {
+            bail!("--snapshot-logs must be at least 1");
+        }
+        Ok(Config {
+            node_id,
+            http,
+            grpc,
+            advertise_grpc,
+            advertise_http,
+            data_dir,
+            initial_cluster,
+            heartbeat: Duration::from_millis(heartbeat),
+            election_timeout_min: Duration::from_millis(emin),
+            election_timeout_max: Duration::from_millis(emax),
+            snapshot_logs,
+            logs_kept: self.logs_kept.unwrap_or(1_000),
+            log: self.log.unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+}
+
+/// Parses `1=127.0.0.1:7701,2=127.0.0.1:7711`.
+pub fn parse_initial_cluster(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut out = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((id, addr)) = part.split_once('=') else {
+            bail!("--initial-cluster: {part:?} is not ID=HOST:PORT");
+        };
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--initial-cluster: node id {id:?} is not a positive integer"))?;
+        let addr = addr.trim();
+        if id == 0 {
+            bail!("--initial-cluster: node ids must be positive");
+        }
+        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            bail!("--initial-cluster: address {addr:?} of node {id} is not HOST:PORT");
+        }
+        if out.insert(id, addr.to_owned()).is_some() {
+            bail!("--initial-cluster names node {id} twice");
+        }
+    }
+    if out.is_empty() {
+        bail!("--initial-cluster is empty");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("qron-server").chain(list.iter().copied())).expect("flags parse")
+    }
+
+    #[test]
+    fn initial_cluster_parses_and_checks() {
+        let m = parse_initial_cluster("1=127.0.0.1:7701, 2=127.0.0.1:7711").expect("parses");
+        assert_eq!(m.get(&2).map(String::as_str), Some("127.0.0.1:7711"));
+        assert!(parse_initial_cluster("1=a:1,1=b:2")
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        assert!(parse_initial_cluster("x=a:1").is_err());
+        assert!(parse_initial_cluster("1=nohost").is_err());
+    }
+
+    #[test]
+    fn missing_node_id_names_the_flag() {
+        let err = args(&["--data-dir", "/tmp/x"]).validate().unwrap_err().to_string();
+        assert!(err.contains("--node-id"), "{err}");
+    }
+
+    #[test]
+    fn node_must_be_in_initial_cluster_with_its_address() {
+        let err = args(&[
+            "--node-id",
+            "3",
+            "--data-dir",
+            "/tmp/x",
+            "--grpc",
+            "127.0.0.1:7701",
+            "--initial-cluster",
+            "1=127.0.0.1:7701,2=127.0.0.1:7711",
+        ])
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("does not name this node"), "{err}");
+        let err = args(&[
+            "--node-id",
+            "2",
+            "--data-dir",
+            "/tmp/x",
+            "--grpc",
+            "127.0.0.1:7701",
+            "--initial-cluster",
+            "1=127.0.0.1:7701,2=127.0.0.1:7711",
+        ])
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--advertise-grpc"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("qron.toml");
+        std::fs::write(&path, "node_id = 7\ndata_dir = \"/from/file\"\nheartbeat_ms = 50\n").expect("write");
+        let cfg = args(&["--config", path.to_str().expect("utf8"), "--node-id", "2"])
+            .with_file()
+            .expect("file loads")
+            .validate()
+            .expect("valid");
+        assert_eq!(cfg.node_id, 2);
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(cfg.heartbeat, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("qron.toml");
+        std::fs::write(&path, "node_idd = 7\n").expect("write");
+        let err = args(&["--config", path.to_str().expect("utf8")])
+            .with_file()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("node_idd"), "{err:#}");
+    }
+}

@@ -1,0 +1,240 @@
+//! Wires one qron server node together: storage, Raft, the gRPC port (Raft
+//! between servers, forwarded API calls), the HTTP API, bootstrap, and the
+//! background tasks, all stopped by one cancellation token.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use openraft::error::{InitializeError, RaftError};
+use openraft::SnapshotPolicy;
+use qron_proto::raft::raft_service_client::RaftServiceClient;
+use qron_proto::raft::raft_service_server::RaftServiceServer;
+use qron_proto::raft::NodeInfoRequest;
+use qron_raft_store::{NodeId, QronNode, Raft};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::peers::Peers;
+use crate::raft::network::{raft_client, NetworkFactory};
+use crate::raft::service::RaftRpc;
+use crate::raft::MAX_MESSAGE_BYTES;
+
+/// How often peers are asked for their HTTP address (and counted reachable).
+const PEER_POLL: Duration = Duration::from_secs(1);
+
+/// Runs a node until `shutdown` is cancelled.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("--data-dir: cannot create {}", cfg.data_dir.display()))?;
+    let (log_store, state_machine) = qron_raft_store::open(&cfg.data_dir)
+        .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
+    let shared = state_machine.shared();
+
+    let raft_config = openraft::Config {
+        cluster_name: "qron".into(),
+        heartbeat_interval: cfg.heartbeat.as_millis() as u64,
+        election_timeout_min: cfg.election_timeout_min.as_millis() as u64,
+        election_timeout_max: cfg.election_timeout_max.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
+        max_in_snapshot_log_to_keep: cfg.logs_kept,
+        snapshot_max_chunk_size: 1024 * 1024,
+        install_snapshot_timeout: 2_000,
+        ..Default::default()
+    }
+    .validate()
+    .context("invalid Raft timing")?;
+
+    let peers = Arc::new(Peers::default());
+    let raft = Raft::new(
+        cfg.node_id,
+        Arc::new(raft_config),
+        NetworkFactory { peers: peers.clone() },
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("cannot start Raft")?;
+
+    let api_state = Arc::new(ApiState::new(
+        cfg.node_id,
+        raft.clone(),
+        shared,
+        peers.clone(),
+        cfg.election_timeout_max,
+        cfg.advertise_http.clone(),
+    ));
+    let router = api::router(api_state);
+
+    let grpc_listener = TcpListener::bind(cfg.grpc)
+        .await
+        .with_context(|| format!("--grpc: cannot listen on {}", cfg.grpc))?;
+    let http_listener = TcpListener::bind(cfg.http)
+        .await
+        .with_context(|| format!("--http: cannot listen on {}", cfg.http))?;
+    tracing::info!(
+        node_id = cfg.node_id,
+        http = %http_listener.local_addr()?,
+        grpc = %grpc_listener.local_addr()?,
+        data_dir = %cfg.data_dir.display(),
+        "qron-server listening"
+    );
+
+    let mut tasks = JoinSet::new();
+    let rpc = RaftRpc {
+        raft: raft.clone(),
+        node_id: cfg.node_id,
+        http_addr: cfg.advertise_http.clone(),
+        grpc_addr: cfg.advertise_grpc.clone(),
+        router: router.clone(),
+    };
+    let grpc_service = RaftServiceServer::new(rpc)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(grpc_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), token.cancelled_owned())
+            .await
+            .context("gRPC server failed")
+    });
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(http_listener, router)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .context("HTTP server failed")
+    });
+
+    if !cfg.initial_cluster.is_empty() {
+        bootstrap(&raft, &cfg.initial_cluster).await?;
+    } else {
+        tracing::info!("no --initial-cluster: waiting to be added by a member of a cluster");
+    }
+
+    tasks.spawn(poll_peers(raft.clone(), peers, cfg.node_id, shutdown.clone()));
+    tasks.spawn(log_leadership(raft.clone(), shutdown.clone()));
+
+    // Run until asked to stop or until a task fails.
+    let result = tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        Some(r) = tasks.join_next() => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("a server task panicked: {e}")),
+        },
+    };
+    shutdown.cancel();
+    tracing::info!("shutting down");
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not shut down cleanly");
+    }
+    while tasks.join_next().await.is_some() {}
+    result
+}
+
+/// Initializes the founding membership; a node that is already initialized
+/// (a restart, or a peer got there first through replication) goes on as is.
+async fn bootstrap(raft: &Raft, members: &BTreeMap<NodeId, String>) -> anyhow::Result<()> {
+    let nodes: BTreeMap<NodeId, QronNode> = members
+        .iter()
+        .map(|(id, addr)| {
+            (
+                *id,
+                QronNode {
+                    grpc_addr: addr.clone(),
+                },
+            )
+        })
+        .collect();
+    match raft.initialize(nodes).await {
+        Ok(()) => {
+            tracing::info!(members = ?members, "initialized the founding membership");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+            tracing::info!("already initialized; rejoining with the state on disk");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot initialize the cluster: {e}")),
+    }
+}
+
+/// Asks every member for its HTTP address, which also tells which are reachable.
+async fn poll_peers(raft: Raft, peers: Arc<Peers>, me: NodeId, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut clients: HashMap<String, RaftServiceClient<Channel>> = HashMap::new();
+    let mut tick = tokio::time::interval(PEER_POLL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let members: Vec<(NodeId, String)> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, n)| (*id, n.grpc_addr.clone()))
+            .collect();
+        for (id, addr) in members {
+            let client = match clients.get(&addr) {
+                Some(c) => c.clone(),
+                None => match raft_client(&addr) {
+                    Ok(c) => {
+                        clients.insert(addr.clone(), c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = id, %addr, error = %e, "bad peer address");
+                        continue;
+                    }
+                },
+            };
+            let peers = peers.clone();
+            tokio::spawn(async move {
+                let mut client = client;
+                let call = client.node_info(NodeInfoRequest {});
+                if let Ok(Ok(info)) = tokio::time::timeout(PEER_POLL, call).await {
+                    let info = info.into_inner();
+                    if info.node_id == id {
+                        peers.set_http(id, info.http_addr);
+                        peers.mark_ok(id);
+                    } else {
+                        tracing::warn!(node = id, %addr, answered = info.node_id, "peer answered with another node id");
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Logs every change of leader or role, once.
+async fn log_leadership(raft: Raft, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut rx = raft.metrics();
+    let mut last = None;
+    loop {
+        let (vote, state, leader, term) = {
+            let m = rx.borrow_and_update();
+            (m.vote, m.state, m.current_leader, m.current_term)
+        };
+        let now = (vote.leader_id, state, leader);
+        if last != Some(now) {
+            tracing::info!(term, ?state, leader = ?leader, "raft role or leader changed");
+            last = Some(now);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The gRPC server side between nodes: Raft RPCs handed to the local Raft,
+//! requests forwarded from followers run through the local HTTP router, and
+//! this node's identity for peers.
+//!
+//! Nothing a peer sends can panic the node: undecodable payloads are answered
+//! with `InvalidArgument`.
+
+use axum::body::Body;
+use axum::Router;
+use qron_proto::raft::raft_service_server::RaftService;
+use qron_proto::raft::{ForwardRequest, ForwardResponse, NodeInfoRequest, NodeInfoResponse, RaftPayload};
+use qron_raft_store::Raft;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+use tower::ServiceExt;
+
+use crate::api::FORWARDED_HEADER;
+
+/// Largest HTTP response body relayed back to a follower.
+const MAX_FORWARD_BODY: usize = 64 * 1024 * 1024;
+
+pub struct RaftRpc {
+    pub raft: Raft,
+    pub node_id: u64,
+    pub http_addr: String,
+    pub grpc_addr: String,
+    pub router: Router,
+}
+
+fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
+    serde_json::from_slice(&p.data).map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
+    serde_json::to_vec(v)
+        .map(|data| Response::new(RaftPayload { data }))
+        .map_err(|e| Status::internal(format!("cannot encode raft reply: {e}")))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpc {
+    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let r = self.raft.append_entries(decode(req.get_ref())?).await;
+        encode(&r)
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let r = self.raft.vote(decode(req.get_ref())?).await;
+        encode(&r)
+    }
+
+    async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let r = self.raft.install_snapshot(decode(req.get_ref())?).await;
+        encode(&r)
+    }
+
+    async fn forward(&self, req: Request<ForwardRequest>) -> Result<Response<ForwardResponse>, Status> {
+        let f = req.into_inner();
+        let mut builder = http::Request::builder()
+            .method(f.method.as_str())
+            .uri(f.path_and_query.as_str())
+            .header(FORWARDED_HEADER, "1");
+        if !f.content_type.is_empty() {
+            builder = builder.header(http::header::CONTENT_TYPE, f.content_type.as_str());
+        }
+        let request = builder
+            .body(Body::from(f.body))
+            .map_err(|e| Status::invalid_argument(format!("bad forwarded request: {e}")))?;
+        let response = match self.router.clone().oneshot(request).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let status = response.status().as_u16() as u32;
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = axum::body::to_bytes(response.into_body(), MAX_FORWARD_BODY)
+            .await
+            .map_err(|e| Status::internal(format!("cannot read forwarded response: {e}")))?;
+        Ok(Response::new(ForwardResponse {
+            status,
+            body: body.to_vec(),
+            content_type,
+        }))
+    }
+
+    async fn node_info(&self, _req: Request<NodeInfoRequest>) -> Result<Response<NodeInfoResponse>, Status> {
+        Ok(Response::new(NodeInfoResponse {
+            node_id: self.node_id,
+            http_addr: self.http_addr.clone(),
+            grpc_addr: self.grpc_addr.clone(),
+        }))
+    }
+}
