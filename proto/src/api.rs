@@ -47,6 +47,12 @@ pub struct ClusterView {
     pub last_log_index: Option<u64>,
     pub commit_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// Last log index covered by this node's current snapshot.
+    #[serde(default)]
+    pub snapshot_index: Option<u64>,
+    /// Log entries up to this index were purged (compacted into the snapshot).
+    #[serde(default)]
+    pub purged_index: Option<u64>,
     pub nodes: Vec<NodeView>,
 }
 

@@ -81,6 +81,10 @@ pub struct Args {
     #[arg(long, env = "QRON_LOGS_KEPT")]
     pub logs_kept: Option<u64>,
 
+    /// Purge the log in batches of at least this many entries [default: 256].
+    #[arg(long, env = "QRON_PURGE_BATCH")]
+    pub purge_batch: Option<u64>,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `qron_server=debug` [default: info].
     #[arg(long, env = "QRON_LOG")]
     pub log: Option<String>,
@@ -101,6 +105,7 @@ pub struct Config {
     pub election_timeout_max: Duration,
     pub snapshot_logs: u64,
     pub logs_kept: u64,
+    pub purge_batch: u64,
     pub log: String,
 }
 
@@ -135,6 +140,7 @@ impl Args {
             election_timeout_max_ms,
             snapshot_logs,
             logs_kept,
+            purge_batch,
             log
         ))
     }
@@ -197,6 +203,7 @@ impl Args {
             election_timeout_max: Duration::from_millis(emax),
             snapshot_logs,
             logs_kept: self.logs_kept.unwrap_or(1_000),
+            purge_batch: self.purge_batch.unwrap_or(256).max(1),
             log: self.log.unwrap_or_else(|| "info".to_owned()),
         })
     }

@@ -44,6 +44,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         election_timeout_max: cfg.election_timeout_max.as_millis() as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
         max_in_snapshot_log_to_keep: cfg.logs_kept,
+        purge_batch_size: cfg.purge_batch,
         snapshot_max_chunk_size: 1024 * 1024,
         install_snapshot_timeout: 2_000,
         ..Default::default()

@@ -68,6 +68,8 @@ pub async fn cluster_view(app: &ApiState) -> Result<ClusterView, ApiError> {
         last_log_index: m.last_log_index,
         commit_index,
         applied_index: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
         nodes,
     })
 }

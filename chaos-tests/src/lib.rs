@@ -1,0 +1,413 @@
+//! A harness that runs real qron clusters as processes: start N `qron-server`
+//! processes on OS-chosen ports in a temp directory, kill (SIGKILL), stop
+//! (SIGTERM), pause (SIGSTOP/SIGCONT) and restart them, find the leader, and
+//! talk to the HTTP API. Every process-level test and benchmark uses this one
+//! [`TestCluster`] (STYLE 12).
+//!
+//! On drop every process is killed; when the test is failing (the thread is
+//! panicking) the tail of every node's log is printed and the directory is kept.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use qron_proto::api::{ClusterView, DigestView};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Polls `f` every 20 ms until it yields `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port the OS handed out (free at the time of the call).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Where the workspace's binaries are: `$QRON_BIN_DIR`, else the cargo target
+/// directory this test binary runs from (`target/<profile>/deps/..`).
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("QRON_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("test binary has no directory")?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+/// Path of a workspace binary, with a message saying how to build it if it is missing.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir()?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it first (`cargo build --workspace --bins`), or set QRON_BIN_DIR",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Settings of a test cluster's servers.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// `--snapshot-logs`.
+    pub snapshot_logs: u64,
+    /// `--logs-kept`.
+    pub logs_kept: u64,
+    /// `--purge-batch`.
+    pub purge_batch: u64,
+    /// `QRON_LOG` of every server.
+    pub log: String,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            snapshot_logs: 10_000,
+            logs_kept: 1_000,
+            purge_batch: 256,
+            log: "info".into(),
+        }
+    }
+}
+
+/// One server process and where it lives.
+pub struct Server {
+    pub id: u64,
+    pub http: String,
+    pub grpc: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    /// Whether it was started with `--initial-cluster` (a founding member).
+    founding: bool,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// `http://HOST:PORT` of its API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+/// A cluster of `qron-server` processes.
+pub struct TestCluster {
+    dir: Option<tempfile::TempDir>,
+    bin: PathBuf,
+    opts: ClusterOptions,
+    initial_cluster: String,
+    pub servers: BTreeMap<u64, Server>,
+    http: reqwest::Client,
+}
+
+impl TestCluster {
+    /// Starts `n` founding servers (ids 1..=n).
+    pub fn start(n: u64, opts: ClusterOptions) -> anyhow::Result<Self> {
+        let bin = binary("qron-server")?;
+        let dir = tempfile::Builder::new().prefix("qron-cluster-").tempdir()?;
+        let mut servers = BTreeMap::new();
+        for id in 1..=n {
+            servers.insert(id, Self::describe(dir.path(), id, true)?);
+        }
+        let initial_cluster = servers
+            .values()
+            .map(|s| format!("{}={}", s.id, s.grpc))
+            .collect::<Vec<_>>()
+            .join(",");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let mut cluster = TestCluster {
+            dir: Some(dir),
+            bin,
+            opts,
+            initial_cluster,
+            servers,
+            http,
+        };
+        for id in 1..=n {
+            cluster.launch(id)?;
+        }
+        Ok(cluster)
+    }
+
+    fn describe(dir: &Path, id: u64, founding: bool) -> anyhow::Result<Server> {
+        Ok(Server {
+            id,
+            http: format!("127.0.0.1:{}", free_port()?),
+            grpc: format!("127.0.0.1:{}", free_port()?),
+            data_dir: dir.join(format!("node{id}")),
+            log_path: dir.join(format!("node{id}.log")),
+            founding,
+            child: None,
+        })
+    }
+
+    /// The temp directory holding data dirs and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("."))
+    }
+
+    fn launch(&mut self, id: u64) -> anyhow::Result<()> {
+        let s = self.servers.get_mut(&id).ok_or_else(|| anyhow!("no server {id}"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&s.log_path)?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--node-id")
+            .arg(id.to_string())
+            .arg("--http")
+            .arg(&s.http)
+            .arg("--grpc")
+            .arg(&s.grpc)
+            .arg("--data-dir")
+            .arg(&s.data_dir)
+            .arg("--snapshot-logs")
+            .arg(self.opts.snapshot_logs.to_string())
+            .arg("--logs-kept")
+            .arg(self.opts.logs_kept.to_string())
+            .arg("--purge-batch")
+            .arg(self.opts.purge_batch.to_string())
+            .env("QRON_LOG", &self.opts.log)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if s.founding {
+            cmd.arg("--initial-cluster").arg(&self.initial_cluster);
+        }
+        s.child = Some(
+            cmd.spawn()
+                .with_context(|| format!("cannot start {}", self.bin.display()))?,
+        );
+        Ok(())
+    }
+
+    /// Starts a new, non-founding server `id` that waits to be added.
+    pub fn spawn_joiner(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.servers.contains_key(&id) {
+            bail!("server {id} exists already");
+        }
+        let s = Self::describe(self.dir(), id, false)?;
+        self.servers.insert(id, s);
+        self.launch(id)
+    }
+
+    pub fn server(&self, id: u64) -> anyhow::Result<&Server> {
+        self.servers.get(&id).ok_or_else(|| anyhow!("no server {id}"))
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        let s = self.servers.get_mut(&id).ok_or_else(|| anyhow!("no server {id}"))?;
+        if let Some(mut child) = s.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, and wait for the process to exit.
+    pub fn stop(&mut self, id: u64) -> anyhow::Result<()> {
+        let s = self.servers.get_mut(&id).ok_or_else(|| anyhow!("no server {id}"))?;
+        if let Some(mut child) = s.child.take() {
+            signal(child.id(), "TERM")?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP (`pause = true`) or SIGCONT.
+    pub fn pause(&mut self, id: u64, pause: bool) -> anyhow::Result<()> {
+        let pid = self
+            .server(id)?
+            .pid()
+            .ok_or_else(|| anyhow!("server {id} is not running"))?;
+        signal(pid, if pause { "STOP" } else { "CONT" })
+    }
+
+    /// Starts a stopped or killed server again from its data directory.
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.server(id)?.is_running() {
+            bail!("server {id} is still running");
+        }
+        self.launch(id)
+    }
+
+    /// Ids of the servers whose process runs.
+    pub fn running(&self) -> Vec<u64> {
+        self.servers.values().filter(|s| s.is_running()).map(|s| s.id).collect()
+    }
+
+    /// GET a JSON document from server `id`.
+    pub async fn get<T: DeserializeOwned>(&self, id: u64, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.server(id)?.url());
+        let r = self.http.get(&url).send().await?;
+        decode(r, &url).await
+    }
+
+    /// Sends a JSON body with `method` to server `id`; returns status and body.
+    pub async fn send<B: Serialize>(
+        &self,
+        id: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let url = format!("{}{path}", self.server(id)?.url());
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        let value = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("{url} answered non-JSON: {text}"))?
+        };
+        Ok((status, value))
+    }
+
+    /// POST that must succeed (2xx); returns the body.
+    pub async fn post_ok<B: Serialize>(&self, id: u64, path: &str, body: &B) -> anyhow::Result<serde_json::Value> {
+        let (status, v) = self.send(id, reqwest::Method::POST, path, Some(body)).await?;
+        if !(200..300).contains(&status) {
+            bail!("POST {path} on node {id} answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// `GET /api/v1/cluster` of server `id`, if it answers.
+    pub async fn cluster_view(&self, id: u64) -> Option<ClusterView> {
+        self.get(id, "/api/v1/cluster").await.ok()
+    }
+
+    /// `GET /api/v1/debug/digest` of server `id`, if it answers.
+    pub async fn digest(&self, id: u64) -> Option<DigestView> {
+        self.get(id, "/api/v1/debug/digest").await.ok()
+    }
+
+    /// The leader that every running server agrees on (and that says it leads).
+    pub async fn agreed_leader(&self) -> Option<u64> {
+        let mut leader = None;
+        for id in self.running() {
+            let v = self.cluster_view(id).await?;
+            let l = v.leader_id?;
+            if leader.is_some_and(|x| x != l) {
+                return None;
+            }
+            leader = Some(l);
+        }
+        let l = leader?;
+        let own = self.cluster_view(l).await?;
+        (own.state == "leader").then_some(l)
+    }
+
+    /// Waits until the running servers agree on a leader.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        eventually(timeout, "an agreed leader", || self.agreed_leader()).await
+    }
+
+    /// Waits until every running server has applied the same state (equal digests
+    /// at the highest applied index seen).
+    pub async fn wait_converged(&self, timeout: Duration) -> anyhow::Result<DigestView> {
+        eventually(timeout, "all running nodes to converge", || async {
+            let mut first: Option<DigestView> = None;
+            for id in self.running() {
+                let d = self.digest(id).await?;
+                match &first {
+                    None => first = Some(d),
+                    Some(f) if f.digest == d.digest && f.applied_index == d.applied_index => {}
+                    Some(_) => return None,
+                }
+            }
+            first
+        })
+        .await
+    }
+
+    /// The tail of every server's log, for failure reports.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for s in self.servers.values() {
+            let text = std::fs::read_to_string(&s.log_path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let start = all.len().saturating_sub(lines);
+            out.push_str(&format!("----- node {} ({}) -----\n", s.id, s.log_path.display()));
+            for l in &all[start..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for s in self.servers.values_mut() {
+            if let Some(mut c) = s.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails(60));
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!("cluster directory kept at {}", kept.display());
+            }
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill -{sig} {pid} failed");
+    }
+    Ok(())
+}
+
+async fn decode<T: DeserializeOwned>(r: reqwest::Response, url: &str) -> anyhow::Result<T> {
+    let status = r.status();
+    let text = r.text().await?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {text}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("{url} answered unexpected JSON: {text}"))
+}
