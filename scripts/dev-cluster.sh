@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Starts a local three-node qron cluster as processes, creates a demo app and a
+# demo job, and prints how to talk to it. Data and logs go to a temp directory
+# (or $QRON_DEV_DIR); Ctrl-C stops every process.
+#
+#   bash scripts/dev-cluster.sh            # ports 7700/7701, 7710/7711, 7720/7721
+#   QRON_DEV_BASE_PORT=9700 bash scripts/dev-cluster.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/ensure-deps.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/qron-target}"
+cargo build --workspace --bins --locked
+BIN="$CARGO_TARGET_DIR/debug"
+
+base="${QRON_DEV_BASE_PORT:-7700}"
+dir="${QRON_DEV_DIR:-$(mktemp -d -t qron-dev-XXXXXX)}"
+mkdir -p "$dir"
+
+cluster=""
+for i in 1 2 3; do
+  grpc=$((base + (i - 1) * 10 + 1))
+  cluster+="${cluster:+,}$i=127.0.0.1:$grpc"
+done
+
+pids=()
+cleanup() {
+  echo
+  echo "stopping qron (logs kept in $dir)"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+for i in 1 2 3; do
+  http=$((base + (i - 1) * 10))
+  grpc=$((http + 1))
+  "$BIN/qron-server" --node-id "$i" --http "127.0.0.1:$http" --grpc "127.0.0.1:$grpc" \
+    --data-dir "$dir/node$i" --initial-cluster "$cluster" >"$dir/node$i.log" 2>&1 &
+  pids+=($!)
+done
+
+endpoints="http://127.0.0.1:$base,http://127.0.0.1:$((base + 10)),http://127.0.0.1:$((base + 20))"
+ctl() { "$BIN/qronctl" --endpoints "$endpoints" "$@"; }
+
+echo "waiting for a leader..."
+for _ in $(seq 1 100); do
+  if ctl cluster status >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
+ctl cluster status
+
+ctl app create demo --secret demo-secret 2>/dev/null || true
+ctl job create --app demo --name hello --cron '*/10 * * * * *' --shell 'echo hello from qron' 2>/dev/null || true
+ctl job list --app demo
+
+cat <<MSG
+
+qron is running: three nodes, data and logs in $dir
+  API:      http://127.0.0.1:$base/api/v1/cluster  (any node answers; writes go to the leader)
+  qronctl:  $BIN/qronctl --endpoints $endpoints cluster status
+  logs:     tail -f $dir/node*.log
+Press Ctrl-C to stop.
+MSG
+wait
