@@ -45,7 +45,8 @@ ctl() { "$BIN/qronctl" --endpoints "$endpoints" "$@"; }
 
 echo "waiting for a leader..."
 for _ in $(seq 1 100); do
-  if ctl cluster status >/dev/null 2>&1; then break; fi
+  # /cluster is answered locally even without a leader: wait until it names one.
+  if ctl -o json cluster status 2>/dev/null | grep -Eq '"leader_id": *[0-9]'; then break; fi
   sleep 0.2
 done
 ctl cluster status

@@ -16,6 +16,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("openraft storage suite failed: {e}");
+    }
 }

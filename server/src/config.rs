@@ -65,11 +65,11 @@ pub struct Args {
     #[arg(long, env = "QRON_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
 
-    /// Lower bound of the randomized election timeout in milliseconds [default: 400].
+    /// Lower bound of the randomized election timeout in milliseconds [default: 300].
     #[arg(long, env = "QRON_ELECTION_TIMEOUT_MIN_MS")]
     pub election_timeout_min_ms: Option<u64>,
 
-    /// Upper bound of the election timeout in milliseconds; also the leader lease [default: 800].
+    /// Upper bound of the election timeout in milliseconds; also the leader lease [default: 500].
     #[arg(long, env = "QRON_ELECTION_TIMEOUT_MAX_MS")]
     pub election_timeout_max_ms: Option<u64>,
 
@@ -178,8 +178,8 @@ impl Args {
             }
         }
         let heartbeat = self.heartbeat_ms.unwrap_or(100);
-        let emin = self.election_timeout_min_ms.unwrap_or(400);
-        let emax = self.election_timeout_max_ms.unwrap_or(800);
+        let emin = self.election_timeout_min_ms.unwrap_or(300);
+        let emax = self.election_timeout_max_ms.unwrap_or(500);
         if heartbeat == 0 || heartbeat >= emin {
             bail!("--heartbeat-ms ({heartbeat}) must be positive and below --election-timeout-min-ms ({emin})");
         }

@@ -1,0 +1,399 @@
+//! The command line: every subcommand, flag and help text (clap derive).
+//!
+//! Parsing only. This module never talks to the network and never checks how
+//! flags combine beyond what clap does; `spec.rs` and `commands.rs` do that, so
+//! their messages can name the flags that clash.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+/// Where `qronctl` looks for the cluster when neither `--endpoints` nor `QRON_ENDPOINTS` is set.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7700";
+
+/// Examples shown at the end of `qronctl --help` (kept out of the doc comment,
+/// whose lines clap joins into paragraphs).
+const EXAMPLES: &str = "\
+Examples:
+  qronctl cluster status
+  qronctl --endpoints 10.0.0.1:7700,10.0.0.2:7700 job list --app billing
+  qronctl job create --app billing --name nightly --cron '0 0 2 * * *' \\
+      --time-zone Europe/Paris --shell './run-invoices.sh'
+  qronctl job get 7 -o json > job.json && qronctl job update 7 --file job.json";
+
+/// Examples shown at the end of `qronctl job create --help`.
+const JOB_CREATE_EXAMPLES: &str = "\
+Examples:
+  qronctl job create --app billing --name every-5s --cron '*/5 * * * * *' --shell date
+  qronctl job create --app billing --name ping --fixed-rate-ms 60000 \\
+      --http-url http://billing.internal/health
+  qronctl job create --file job.json";
+
+/// Operate a qron job scheduler cluster over its HTTP API.
+///
+/// qronctl talks to the HTTP API (/api/v1) of any node of a qron cluster. Any
+/// node answers any request: writes, and reads unless --stale is given, are
+/// forwarded to the leader by the node asked. When a node is down, qronctl
+/// tries the next endpoint; while a leader election is in progress it retries
+/// for a few seconds before giving up.
+#[derive(Debug, Parser)]
+#[command(name = "qronctl", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Nodes to talk to, tried in order
+    ///
+    /// A comma-separated list of HTTP API addresses. `HOST:PORT` means
+    /// `http://HOST:PORT`. The first node that answers is used for the rest of
+    /// the run; a node that cannot be reached is skipped.
+    #[arg(
+        long,
+        global = true,
+        env = "QRON_ENDPOINTS",
+        default_value = DEFAULT_ENDPOINT,
+        value_name = "URL[,URL...]"
+    )]
+    pub endpoints: String,
+
+    /// How to print answers: aligned columns for people, or the server's JSON
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+
+    /// Give up on a node that has not answered within this many milliseconds
+    ///
+    /// Applies to each HTTP request. A node that does not answer in time is
+    /// treated as down and the next endpoint is tried, unless the request may
+    /// already have taken effect (see `job create`).
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 10_000,
+        value_name = "MS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub timeout_ms: u64,
+
+    /// Read from the node asked, without asking the leader (may be out of date)
+    ///
+    /// Without it, reads are linearizable: the node asked forwards them to the
+    /// leader, which confirms it still leads before answering. With it, the node
+    /// asked answers from its own copy of the state, which may lag behind. Useful
+    /// when there is no leader. Applies to `app list`, `job list` and `job get`
+    /// (`cluster status` is always answered by the node asked).
+    #[arg(long, global = true)]
+    pub stale: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level subcommands, one per API resource.
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run; boxing buys nothing
+pub enum Command {
+    /// Show the cluster's nodes and leader, add or remove nodes
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+
+    /// Create and list apps (the namespaces jobs and workers belong to)
+    #[command(subcommand)]
+    App(AppCommand),
+
+    /// Create, list, show, change, delete, enable and disable jobs
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+impl Command {
+    /// Whether the command only reads, so that `--stale` means something for it.
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Command::Cluster(ClusterCommand::Status)
+                | Command::App(AppCommand::List)
+                | Command::Job(JobCommand::List { .. } | JobCommand::Get { .. })
+        )
+    }
+}
+
+/// `qronctl cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show the cluster as the node asked sees it
+    ///
+    /// Prints the node's Raft state (role, term, log, commit and applied
+    /// indexes), who it believes leads, and every member with its addresses and
+    /// whether the node asked can reach it. This is answered by the node asked,
+    /// never forwarded, so asking each node in turn shows whether they agree.
+    Status,
+
+    /// Add a node to the cluster
+    ///
+    /// The node joins as a learner, receives the log until it has caught up, and
+    /// is then promoted to voter (unless --learner-only). The command returns
+    /// once that is done, which can take a while on a large cluster state: raise
+    /// --timeout-ms if needed. The new node must already be running.
+    AddNode {
+        /// The new node's id (a positive number, unique in the cluster)
+        #[arg(long)]
+        id: u64,
+
+        /// The new node's gRPC (Raft) address, as the other nodes can reach it
+        #[arg(long, value_name = "HOST:PORT")]
+        grpc_addr: String,
+
+        /// Keep the node a learner (it gets the log but does not vote)
+        #[arg(long)]
+        learner_only: bool,
+    },
+
+    /// Remove a node from the cluster
+    ///
+    /// A voter is removed from the voters (it does not stay on as a learner); a
+    /// learner is simply dropped. The last voter cannot be removed. Stop the
+    /// node's process afterwards.
+    RemoveNode {
+        /// The id of the node to remove
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+}
+
+/// `qronctl app ...`.
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create an app
+    ///
+    /// An app groups jobs and the workers that run them. Workers of the app
+    /// present its secret when they register. The secret is never shown again.
+    Create {
+        /// The app's name
+        #[arg(value_name = "NAME")]
+        name: String,
+
+        /// The secret the app's workers present when they register
+        ///
+        /// Prefer the QRON_APP_SECRET environment variable: a flag's value can be
+        /// seen by other users in the process list.
+        #[arg(long, env = "QRON_APP_SECRET", hide_env_values = true, value_name = "SECRET")]
+        secret: String,
+    },
+
+    /// List the apps
+    List,
+}
+
+/// `qronctl job ...`.
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run; boxing buys nothing
+pub enum JobCommand {
+    /// Create a job, from flags or from a JSON file
+    ///
+    /// Either give the whole job as JSON with --file (the JobSpec of the API;
+    /// `qronctl job get ID -o json` prints one you can edit), or describe it
+    /// with flags: --app, --name, one schedule and one processor. Every setting
+    /// not given takes the API's default.
+    ///
+    /// Schedules: --cron EXPR [--time-zone TZ], --fixed-rate-ms N,
+    /// --fixed-delay-ms N, or --api (runs only when asked through the API; the
+    /// default when no schedule is given).
+    ///
+    /// Processors (exactly one): --shell SCRIPT, --http-url URL [--http-method
+    /// M], or --custom NAME.
+    ///
+    /// If the request times out, it is not sent again (that could create the
+    /// job twice): check with `qronctl job list` whether it was created.
+    #[command(after_help = JOB_CREATE_EXAMPLES)]
+    Create(JobCreateArgs),
+
+    /// List the jobs, of every app or of one
+    List {
+        /// Only the jobs of this app
+        #[arg(long, value_name = "NAME")]
+        app: Option<String>,
+    },
+
+    /// Show one job
+    ///
+    /// The table shows the main settings; `-o json` shows all of them, in the
+    /// form `job update --file` accepts.
+    Get {
+        /// The job's id
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+
+    /// Replace a job's settings with those of a JSON file
+    ///
+    /// The file holds the whole job (every setting not in it takes its default,
+    /// it is not merged with the current one). The output of `qronctl job get ID
+    /// -o json` is accepted as is, so the usual way is: get, edit, update.
+    Update {
+        /// The job's id
+        #[arg(value_name = "ID")]
+        id: u64,
+
+        /// The job as JSON; `-` reads it from stdin
+        #[arg(short = 'f', long, value_name = "PATH")]
+        file: PathBuf,
+    },
+
+    /// Delete a job
+    ///
+    /// If the request times out, it is not sent again: check with `qronctl job
+    /// get ID` whether the job is gone.
+    Delete {
+        /// The job's id
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+
+    /// Enable a job: it fires on its schedule again
+    Enable {
+        /// The job's id
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+
+    /// Disable a job: it stops firing until enabled (running instances go on)
+    Disable {
+        /// The job's id
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+}
+
+/// `qronctl job create`: a file, or flags.
+#[derive(Debug, Args)]
+pub struct JobCreateArgs {
+    /// The whole job as JSON (`-` reads stdin); no other job flag may be given then
+    #[arg(short = 'f', long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub flags: JobFlags,
+}
+
+/// The settings of a job that can be given as flags; see `spec::from_flags`.
+#[derive(Debug, Default, Args)]
+pub struct JobFlags {
+    /// The app the job belongs to (required without --file)
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
+
+    /// The job's name (required without --file)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// A description for people
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub description: Option<String>,
+
+    /// Fire on a cron expression with seconds (6 fields; 5 fields mean second 0)
+    #[arg(long, value_name = "EXPR", help_heading = "Schedule")]
+    pub cron: Option<String>,
+
+    /// The cron expression's time zone, an IANA name such as Europe/Paris (default UTC)
+    #[arg(long, value_name = "TZ", help_heading = "Schedule")]
+    pub time_zone: Option<String>,
+
+    /// Fire every N milliseconds
+    #[arg(long, value_name = "N", help_heading = "Schedule")]
+    pub fixed_rate_ms: Option<u64>,
+
+    /// Fire N milliseconds after the previous instance finished
+    #[arg(long, value_name = "N", help_heading = "Schedule")]
+    pub fixed_delay_ms: Option<u64>,
+
+    /// Fire only when run through the API (the default when no schedule is given)
+    #[arg(long, help_heading = "Schedule")]
+    pub api: bool,
+
+    /// Run this script with /bin/sh; exit code 0 means success
+    #[arg(long, value_name = "SCRIPT", allow_hyphen_values = true, help_heading = "Processor")]
+    pub shell: Option<String>,
+
+    /// Call this URL; an answer with status 200 means success
+    #[arg(long, value_name = "URL", help_heading = "Processor")]
+    pub http_url: Option<String>,
+
+    /// The HTTP method for --http-url (default GET)
+    #[arg(long, value_name = "METHOD", help_heading = "Processor")]
+    pub http_method: Option<String>,
+
+    /// Run the processor a worker program registered under this name
+    #[arg(long, value_name = "NAME", help_heading = "Processor")]
+    pub custom: Option<String>,
+
+    /// Parameters passed to the processor
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub params: Option<String>,
+
+    /// Instances of the job allowed to run at once (default 0 = unlimited)
+    #[arg(long, value_name = "N")]
+    pub max_instances: Option<u32>,
+
+    /// Stop and fail an instance that runs longer than this (default 0 = no limit)
+    #[arg(long, value_name = "MS")]
+    pub instance_timeout_ms: Option<u64>,
+
+    /// Run a failed instance again up to N times (default 0)
+    #[arg(long, value_name = "N")]
+    pub instance_retries: Option<u32>,
+
+    /// Create the job disabled: it does not fire until `qronctl job enable`
+    #[arg(long)]
+    pub disabled: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_are_accepted_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "qronctl",
+            "job",
+            "list",
+            "--app",
+            "demo",
+            "-o",
+            "json",
+            "--stale",
+            "--timeout-ms",
+            "250",
+        ])
+        .expect("parses");
+        assert_eq!(cli.output, Format::Json);
+        assert!(cli.stale);
+        assert_eq!(cli.timeout_ms, 250);
+        assert!(cli.command.is_read());
+        match cli.command {
+            Command::Job(JobCommand::List { app }) => assert_eq!(app.as_deref(), Some("demo")),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn zero_timeout_is_refused() {
+        let err = Cli::try_parse_from(["qronctl", "--timeout-ms", "0", "app", "list"])
+            .expect_err("a zero timeout cannot work");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn writes_are_not_reads() {
+        let cli = Cli::try_parse_from(["qronctl", "job", "enable", "7"]).expect("parses");
+        assert!(!cli.command.is_read());
+        let cli = Cli::try_parse_from(["qronctl", "cluster", "remove-node", "3"]).expect("parses");
+        assert!(!cli.command.is_read());
+    }
+}
