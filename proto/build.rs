@@ -9,6 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::set_var("PROTOC", protoc);
     }
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure().compile_protos(&["proto/raft.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        // No `Client::connect(addr)` constructors: they clash with the `Connect` RPC, and
+        // callers build their channels (timeouts, lazy connect) themselves.
+        .build_transport(false)
+        .compile_protos(&["proto/raft.proto", "proto/worker.proto"], &["proto"])?;
     Ok(())
 }

@@ -1,5 +1,4 @@
-//! qron's wire contracts: the gRPC services between servers (and, later, with
-//! workers) generated from `proto/*.proto`, and the serde types of the HTTP/JSON
+//! qron's wire contracts: the gRPC services between servers and with workers generated from `proto/*.proto`, and the serde types of the HTTP/JSON
 //! API under `/api/v1`.
 //!
 //! This crate holds shapes only: no behaviour, no I/O. Fields are added, never
@@ -7,6 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+
+/// The worker protocol (`qron.worker.v1`): discovery and the worker stream.
+pub mod worker {
+    tonic::include_proto!("qron.worker.v1");
+}
 
 /// Raft RPCs between server nodes (`qron.raft.v1`).
 pub mod raft {
