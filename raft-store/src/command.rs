@@ -7,6 +7,7 @@
 use qron_proto::api::JobSpec;
 use serde::{Deserialize, Serialize};
 
+use crate::instance::{Instance, InstanceId, InstanceStatus};
 use crate::model::Job;
 use crate::types::JobId;
 
@@ -36,6 +37,72 @@ pub enum Command {
         enabled: bool,
         now_ms: i64,
     },
+    /// Creates an instance of a job (run now), waiting for dispatch.
+    RunJob {
+        job: JobId,
+        params: String,
+        now_ms: i64,
+    },
+    /// Assigns a waiting instance to a worker as attempt `attempt` (the current + 1).
+    /// Only once this is committed may the leader send the dispatch (rule 2).
+    Assign {
+        instance: InstanceId,
+        attempt: u32,
+        worker: String,
+        now_ms: i64,
+    },
+    /// A worker's report on an attempt (RUNNING, SUCCEEDED or FAILED); fenced by attempt.
+    Report {
+        instance: InstanceId,
+        attempt: u32,
+        status: InstanceStatus,
+        result: String,
+        exit_code: Option<i32>,
+        /// Worker clock: when the status was reached.
+        at_ms: i64,
+        now_ms: i64,
+    },
+    /// Appends a batch of an attempt's output at byte `offset` of that attempt's stream.
+    AppendLog {
+        instance: InstanceId,
+        attempt: u32,
+        offset: u64,
+        data: String,
+        /// Per-instance cap in bytes (the leader's setting, carried so apply is deterministic).
+        cap: u64,
+    },
+    /// The worker of an assigned or running attempt is gone: retry or fail.
+    WorkerLost {
+        instance: InstanceId,
+        attempt: u32,
+        reason: String,
+        now_ms: i64,
+    },
+    /// Fails an instance that was never dispatched (no worker, job deleted).
+    FailInstance {
+        instance: InstanceId,
+        reason: String,
+        now_ms: i64,
+    },
+    /// Operator: stop a waiting or running instance.
+    StopInstance {
+        instance: InstanceId,
+        now_ms: i64,
+    },
+    /// Operator: cancel an instance that was not dispatched yet.
+    CancelInstance {
+        instance: InstanceId,
+        now_ms: i64,
+    },
+    /// Operator: run a failed, stopped or canceled instance again (new attempt, fresh retry budget).
+    RetryInstance {
+        instance: InstanceId,
+        now_ms: i64,
+    },
+    /// Several commands in one log entry (one fsync, one round trip); each answers on its own.
+    Batch {
+        commands: Vec<Command>,
+    },
 }
 
 /// Why a command was refused. A refused command changes nothing.
@@ -47,6 +114,9 @@ pub enum CommandError {
     NotFound(String),
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The command does not fit the record's current state (e.g. cancel a running instance).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// What a successful command produced.
@@ -61,6 +131,12 @@ pub enum Reply {
     JobDeleted {
         id: JobId,
     },
+    Instance(Box<Instance>),
+    /// Whether a log batch was appended (false: a duplicate).
+    LogAppended {
+        appended: bool,
+    },
+    Batch(Vec<Result<Reply, CommandError>>),
 }
 
 /// The state machine's answer to one log entry.

@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod command;
+pub mod instance;
 pub mod log_store;
 pub mod model;
 pub mod snapshot_file;
@@ -23,6 +24,7 @@ pub mod state_machine;
 pub mod types;
 
 pub use command::{Command, CommandError, Reply, Response};
+pub use instance::{Instance, InstanceId, InstanceLog, InstanceStatus};
 pub use log_store::LogStore;
 pub use snapshot_file::SnapshotFile;
 pub use state::State;

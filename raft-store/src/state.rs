@@ -12,8 +12,11 @@ use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::collections::BTreeSet;
+
 use crate::command::{Command, CommandError, Reply, Response};
-use crate::model::{validate_app, validate_job, App, Job};
+use crate::instance::{backoff_ms, bounded, Instance, InstanceId, InstanceLog, InstanceStatus, MAX_RESULT_LEN};
+use crate::model::{validate_app, validate_job, App, Job, MAX_TEXT_LEN};
 use crate::types::{JobId, NodeId, QronNode};
 
 /// Everything the cluster replicates.
@@ -29,6 +32,12 @@ pub struct State {
     pub job_names: BTreeMap<String, JobId>,
     /// The id the next created job gets.
     pub next_job_id: u64,
+    pub instances: BTreeMap<InstanceId, Instance>,
+    /// Index of the instances not in a terminal status, kept by `apply`.
+    pub active: BTreeSet<InstanceId>,
+    pub logs: BTreeMap<InstanceId, InstanceLog>,
+    /// The id the next created instance gets.
+    pub next_instance_id: u64,
 }
 
 /// The part of the state a digest covers: the domain data, not openraft's
@@ -39,6 +48,9 @@ struct DigestView<'a> {
     apps: &'a BTreeMap<String, App>,
     jobs: &'a BTreeMap<JobId, Job>,
     next_job_id: u64,
+    instances: &'a BTreeMap<InstanceId, Instance>,
+    logs: &'a BTreeMap<InstanceId, InstanceLog>,
+    next_instance_id: u64,
 }
 
 impl State {
@@ -121,7 +133,324 @@ impl State {
                 }
                 Ok(Reply::Job(Box::new(job.clone())))
             }
+            Command::RunJob { job, params, now_ms } => {
+                let job = self.job(*job)?;
+                let (job_id, app, max_attempt) = (
+                    job.id,
+                    job.spec.app.clone(),
+                    job.spec.instance_retries.saturating_add(1),
+                );
+                if params.len() > MAX_TEXT_LEN {
+                    return Err(CommandError::Invalid(format!(
+                        "params is longer than {MAX_TEXT_LEN} bytes"
+                    )));
+                }
+                self.next_instance_id += 1;
+                let id = InstanceId(self.next_instance_id);
+                let inst = Instance {
+                    id,
+                    job_id,
+                    app,
+                    status: InstanceStatus::WaitingDispatch,
+                    attempt: 0,
+                    max_attempt,
+                    worker: None,
+                    params: params.clone(),
+                    created_at_ms: *now_ms,
+                    not_before_ms: 0,
+                    assigned_at_ms: None,
+                    started_at_ms: None,
+                    finished_at_ms: None,
+                    result: String::new(),
+                    exit_code: None,
+                    reason: "run now".into(),
+                };
+                self.instances.insert(id, inst.clone());
+                self.active.insert(id);
+                Ok(Reply::Instance(Box::new(inst)))
+            }
+            Command::Assign {
+                instance,
+                attempt,
+                worker,
+                now_ms,
+            } => {
+                let inst = self.instance(*instance)?;
+                if inst.status != InstanceStatus::WaitingDispatch {
+                    return Err(conflict(inst, "assign"));
+                }
+                if *attempt != inst.attempt + 1 {
+                    return Err(CommandError::Conflict(format!(
+                        "instance {instance} is at attempt {}; cannot assign attempt {attempt}",
+                        inst.attempt
+                    )));
+                }
+                self.change(*instance, InstanceStatus::WaitingWorkerReceive, |i| {
+                    i.attempt = *attempt;
+                    i.worker = Some(worker.clone());
+                    i.assigned_at_ms = Some(*now_ms);
+                    i.started_at_ms = None;
+                    i.finished_at_ms = None;
+                    i.exit_code = None;
+                    i.reason = format!("attempt {attempt} assigned to {worker}");
+                })
+            }
+            Command::Report {
+                instance,
+                attempt,
+                status,
+                result,
+                exit_code,
+                at_ms,
+                now_ms,
+            } => self.report(*instance, *attempt, *status, result, *exit_code, *at_ms, *now_ms),
+            Command::AppendLog {
+                instance,
+                attempt,
+                offset,
+                data,
+                cap,
+            } => self.append_log(*instance, *attempt, *offset, data, *cap),
+            Command::WorkerLost {
+                instance,
+                attempt,
+                reason,
+                now_ms,
+            } => {
+                let inst = self.instance(*instance)?;
+                if inst.attempt != *attempt {
+                    return Err(stale(inst, *attempt));
+                }
+                if !matches!(
+                    inst.status,
+                    InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running
+                ) {
+                    return Err(conflict(inst, "declare lost"));
+                }
+                if inst.attempt < inst.max_attempt {
+                    let why = format!("attempt {attempt} lost: {reason}; retrying");
+                    self.change(*instance, InstanceStatus::WaitingDispatch, |i| {
+                        i.worker = None;
+                        i.reason = why;
+                    })
+                } else {
+                    let why = format!("attempt {attempt} lost: {reason}; no retries left");
+                    self.change(*instance, InstanceStatus::Failed, |i| {
+                        i.finished_at_ms = Some(*now_ms);
+                        i.reason = why;
+                    })
+                }
+            }
+            Command::FailInstance {
+                instance,
+                reason,
+                now_ms,
+            } => {
+                let inst = self.instance(*instance)?;
+                if inst.status != InstanceStatus::WaitingDispatch {
+                    return Err(conflict(inst, "fail before dispatch"));
+                }
+                self.change(*instance, InstanceStatus::Failed, |i| {
+                    i.finished_at_ms = Some(*now_ms);
+                    i.reason = bounded(reason, MAX_RESULT_LEN);
+                })
+            }
+            Command::StopInstance { instance, now_ms } => {
+                let inst = self.instance(*instance)?;
+                if inst.status.is_terminal() {
+                    return Err(conflict(inst, "stop"));
+                }
+                self.change(*instance, InstanceStatus::Stopped, |i| {
+                    i.finished_at_ms = Some(*now_ms);
+                    i.reason = "stopped by an operator".into();
+                })
+            }
+            Command::CancelInstance { instance, now_ms } => {
+                let inst = self.instance(*instance)?;
+                if inst.status != InstanceStatus::WaitingDispatch {
+                    return Err(CommandError::Conflict(format!(
+                        "instance {instance} is {}: only an instance waiting for dispatch can be canceled (use stop)",
+                        inst.status.name()
+                    )));
+                }
+                self.change(*instance, InstanceStatus::Canceled, |i| {
+                    i.finished_at_ms = Some(*now_ms);
+                    i.reason = "canceled by an operator".into();
+                })
+            }
+            Command::RetryInstance { instance, now_ms: _ } => {
+                let inst = self.instance(*instance)?;
+                if !matches!(
+                    inst.status,
+                    InstanceStatus::Failed | InstanceStatus::Stopped | InstanceStatus::Canceled
+                ) {
+                    return Err(CommandError::Conflict(format!(
+                        "instance {instance} is {}: only a failed, stopped or canceled instance can be retried",
+                        inst.status.name()
+                    )));
+                }
+                let retries = self.jobs.get(&inst.job_id).map_or(0, |j| j.spec.instance_retries);
+                let max_attempt = inst.attempt.saturating_add(1).saturating_add(retries);
+                self.change(*instance, InstanceStatus::WaitingDispatch, |i| {
+                    i.max_attempt = max_attempt;
+                    i.not_before_ms = 0;
+                    i.worker = None;
+                    i.reason = "retried by an operator".into();
+                })
+            }
+            Command::Batch { commands } => {
+                let mut out = Vec::with_capacity(commands.len());
+                for c in commands {
+                    out.push(match c {
+                        // Batches do not nest: one level keeps a log entry's meaning obvious.
+                        Command::Batch { .. } => Err(CommandError::Invalid("batches cannot nest".into())),
+                        c => self.apply_inner(c),
+                    });
+                }
+                Ok(Reply::Batch(out))
+            }
         }
+    }
+
+    /// Looks an instance up by id.
+    pub fn instance(&self, id: InstanceId) -> Result<&Instance, CommandError> {
+        self.instances
+            .get(&id)
+            .ok_or_else(|| CommandError::NotFound(format!("instance {id}")))
+    }
+
+    /// The one place an instance's status changes: checks the transition, applies
+    /// `edit`, keeps the active index.
+    fn change(
+        &mut self,
+        id: InstanceId,
+        to: InstanceStatus,
+        edit: impl FnOnce(&mut Instance),
+    ) -> Result<Reply, CommandError> {
+        let inst = self
+            .instances
+            .get_mut(&id)
+            .ok_or_else(|| CommandError::NotFound(format!("instance {id}")))?;
+        if inst.status != to && !inst.status.can_become(to) {
+            return Err(CommandError::Conflict(format!(
+                "instance {id} cannot go from {} to {}",
+                inst.status.name(),
+                to.name()
+            )));
+        }
+        inst.status = to;
+        edit(inst);
+        if to.is_terminal() {
+            self.active.remove(&id);
+        } else {
+            self.active.insert(id);
+        }
+        Ok(Reply::Instance(Box::new(inst.clone())))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &mut self,
+        id: InstanceId,
+        attempt: u32,
+        status: InstanceStatus,
+        result: &str,
+        exit_code: Option<i32>,
+        at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Reply, CommandError> {
+        let inst = self.instance(id)?;
+        if inst.attempt != attempt || attempt == 0 {
+            return Err(stale(inst, attempt));
+        }
+        if !matches!(
+            status,
+            InstanceStatus::Running | InstanceStatus::Succeeded | InstanceStatus::Failed
+        ) {
+            return Err(CommandError::Invalid(format!(
+                "a worker may report RUNNING, SUCCEEDED or FAILED, not {}",
+                status.name()
+            )));
+        }
+        if inst.status == status {
+            // A re-sent report (after a failover): already applied.
+            return Ok(Reply::Instance(Box::new(inst.clone())));
+        }
+        let result = bounded(result, MAX_RESULT_LEN);
+        match status {
+            InstanceStatus::Running => self.change(id, InstanceStatus::Running, |i| {
+                i.started_at_ms = Some(at_ms);
+                i.reason = format!("attempt {attempt} running");
+            }),
+            InstanceStatus::Failed if inst.attempt < inst.max_attempt => {
+                let delay = self
+                    .jobs
+                    .get(&inst.job_id)
+                    .map_or(0, |j| backoff_ms(&j.spec.retry_backoff, attempt));
+                self.change(id, InstanceStatus::WaitingDispatch, |i| {
+                    i.reason = format!("attempt {attempt} failed ({result}); retrying in {delay} ms");
+                    i.result = result;
+                    i.exit_code = exit_code;
+                    i.worker = None;
+                    i.not_before_ms = now_ms.saturating_add(delay as i64);
+                })
+            }
+            _ => self.change(id, status, |i| {
+                i.finished_at_ms = Some(at_ms);
+                i.reason = format!("attempt {attempt} {}", status.name().to_lowercase());
+                i.result = result;
+                i.exit_code = exit_code;
+            }),
+        }
+    }
+
+    fn append_log(
+        &mut self,
+        id: InstanceId,
+        attempt: u32,
+        offset: u64,
+        data: &str,
+        cap: u64,
+    ) -> Result<Reply, CommandError> {
+        let inst = self.instance(id)?;
+        if attempt == 0 || attempt > inst.attempt {
+            return Err(stale(inst, attempt));
+        }
+        let log = self.logs.entry(id).or_default();
+        let received = log.received.get(&attempt).copied().unwrap_or(0);
+        let len = data.len() as u64;
+        if offset.saturating_add(len) <= received {
+            return Ok(Reply::LogAppended { appended: false });
+        }
+        let mut piece = String::new();
+        if received == 0 && attempt > 1 {
+            piece.push_str(&format!("--- attempt {attempt} ---\n"));
+        }
+        if offset > received {
+            piece.push_str(&format!("[... {} bytes of output lost ...]\n", offset - received));
+            piece.push_str(data);
+        } else {
+            // Overlap with what was already received: keep only the new tail.
+            let skip = (received - offset) as usize;
+            let mut start = skip.min(data.len());
+            while !data.is_char_boundary(start) {
+                start += 1;
+            }
+            piece.push_str(&data[start..]);
+        }
+        log.received.insert(attempt, offset.saturating_add(len));
+        if log.truncated {
+            return Ok(Reply::LogAppended { appended: false });
+        }
+        let room = (cap as usize).saturating_sub(log.text.len());
+        if piece.len() <= room {
+            log.text.push_str(&piece);
+        } else {
+            log.text.push_str(&bounded(&piece, room));
+            log.text.push_str(&format!("\n[log truncated at {cap} bytes]\n"));
+            log.truncated = true;
+        }
+        Ok(Reply::LogAppended { appended: true })
     }
 
     fn require_app(&self, name: &str) -> Result<&App, CommandError> {
@@ -149,6 +478,9 @@ impl State {
             apps: &self.apps,
             jobs: &self.jobs,
             next_job_id: self.next_job_id,
+            instances: &self.instances,
+            logs: &self.logs,
+            next_instance_id: self.next_instance_id,
         })
         .unwrap_or_default()
     }
@@ -157,6 +489,21 @@ impl State {
     pub fn digest(&self) -> String {
         hex::encode(Sha256::digest(self.canonical_bytes()))
     }
+}
+
+fn conflict(inst: &Instance, what: &str) -> CommandError {
+    CommandError::Conflict(format!(
+        "cannot {what} instance {}: it is {}",
+        inst.id,
+        inst.status.name()
+    ))
+}
+
+fn stale(inst: &Instance, attempt: u32) -> CommandError {
+    CommandError::Conflict(format!(
+        "attempt {attempt} of instance {} is stale: the current attempt is {}",
+        inst.id, inst.attempt
+    ))
 }
 
 fn name_key(app: &str, name: &str) -> String {

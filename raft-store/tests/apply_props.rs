@@ -6,7 +6,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use proptest::prelude::*;
 use qron_proto::api::JobSpec;
-use qron_raft_store::{Command, Entry, JobId, Response, State};
+use qron_raft_store::{Command, Entry, InstanceId, InstanceStatus, JobId, Response, State};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const APPS: [&str; 4] = ["a", "b", "c", ""];
@@ -29,7 +29,78 @@ fn spec(app: usize, job: usize, schedule: usize, params: u8) -> JobSpec {
     .expect("generated spec parses")
 }
 
+const STATUSES: [InstanceStatus; 4] = [
+    InstanceStatus::Running,
+    InstanceStatus::Succeeded,
+    InstanceStatus::Failed,
+    InstanceStatus::Stopped,
+];
+
+/// Commands about instances: run, assign, report, logs, loss, operator verbs.
+fn instance_command() -> impl Strategy<Value = Command> {
+    let now = 0i64..2_000_000_000_000;
+    let inst = (1u64..6).prop_map(InstanceId);
+    prop_oneof![
+        (1u64..5, now.clone()).prop_map(|(j, now_ms)| Command::RunJob {
+            job: JobId(j),
+            params: "p".into(),
+            now_ms
+        }),
+        (inst.clone(), 0u32..4, prop_oneof![Just("w1"), Just("w2")], now.clone()).prop_map(
+            |(instance, attempt, w, now_ms)| Command::Assign {
+                instance,
+                attempt,
+                worker: w.into(),
+                now_ms
+            }
+        ),
+        (inst.clone(), 0u32..4, 0..STATUSES.len(), any::<u8>(), now.clone()).prop_map(
+            |(instance, attempt, s, code, now_ms)| Command::Report {
+                instance,
+                attempt,
+                status: STATUSES[s],
+                result: format!("r{code}"),
+                exit_code: Some(i32::from(code)),
+                at_ms: now_ms - 5,
+                now_ms
+            }
+        ),
+        (inst.clone(), 0u32..4, 0u64..20, "[a-zé]{0,12}").prop_map(|(instance, attempt, offset, data)| {
+            Command::AppendLog {
+                instance,
+                attempt,
+                offset,
+                data,
+                cap: 40,
+            }
+        }),
+        (inst.clone(), 0u32..4, now.clone()).prop_map(|(instance, attempt, now_ms)| Command::WorkerLost {
+            instance,
+            attempt,
+            reason: "gone".into(),
+            now_ms
+        }),
+        (inst.clone(), now.clone()).prop_map(|(instance, now_ms)| Command::FailInstance {
+            instance,
+            reason: "no worker".into(),
+            now_ms
+        }),
+        (inst.clone(), now.clone()).prop_map(|(instance, now_ms)| Command::StopInstance { instance, now_ms }),
+        (inst.clone(), now.clone()).prop_map(|(instance, now_ms)| Command::CancelInstance { instance, now_ms }),
+        (inst, now).prop_map(|(instance, now_ms)| Command::RetryInstance { instance, now_ms }),
+    ]
+}
+
 fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        4 => base_command(),
+        6 => instance_command(),
+        1 => prop::collection::vec(prop_oneof![base_command(), instance_command()], 0..5)
+            .prop_map(|commands| Command::Batch { commands }),
+    ]
+}
+
+fn base_command() -> impl Strategy<Value = Command> {
     let now = 0i64..2_000_000_000_000;
     prop_oneof![
         (0..APPS.len(), prop_oneof![Just(""), Just("s3cret")], now.clone()).prop_map(|(a, secret, now_ms)| {
@@ -171,6 +242,39 @@ proptest! {
         };
         prop_assert_eq!(before.last_applied, after.last_applied);
         prop_assert_eq!(before.digest(), after.digest());
+    }
+}
+
+proptest! {
+    /// Invariants that hold after any sequence: the active index is exactly the
+    /// non-terminal instances; an instance's attempt never passes its budget; a
+    /// terminal instance only leaves its status through an operator's retry.
+    #[test]
+    fn instance_invariants_hold(cmds in prop::collection::vec(command(), 0..80)) {
+        let mut s = State::default();
+        for c in &cmds {
+            let before: Vec<(InstanceId, InstanceStatus)> =
+                s.instances.values().map(|i| (i.id, i.status)).collect();
+            s.apply(c);
+            for (id, was) in before {
+                let now = s.instances[&id].status;
+                if was.is_terminal() && now != was {
+                    prop_assert!(matches!(c, Command::RetryInstance { .. } | Command::Batch { .. }),
+                        "{:?} left terminal {:?} for {:?} by {:?}", id, was, now, c);
+                    prop_assert_eq!(now, InstanceStatus::WaitingDispatch);
+                }
+            }
+            let active: Vec<InstanceId> = s.instances.values()
+                .filter(|i| !i.status.is_terminal()).map(|i| i.id).collect();
+            prop_assert_eq!(active, s.active.iter().copied().collect::<Vec<_>>());
+            for i in s.instances.values() {
+                prop_assert!(i.attempt <= i.max_attempt, "{:?}", i);
+            }
+            for l in s.logs.values() {
+                // cap 40 plus the truncation marker
+                prop_assert!(l.text.len() <= 40 + 40, "{}", l.text.len());
+            }
+        }
     }
 }
 

@@ -82,6 +82,7 @@ impl From<CommandError> for ApiError {
             CommandError::Invalid(m) => ApiError::BadRequest(m),
             CommandError::NotFound(_) => ApiError::NotFound(e.to_string()),
             CommandError::AlreadyExists(_) => ApiError::Conflict(e.to_string()),
+            CommandError::Conflict(m) => ApiError::Conflict(m),
         }
     }
 }

@@ -1,0 +1,192 @@
+//! The instance lifecycle through `State::apply`: assignment, reports fenced by
+//! attempt, worker loss and retries, operator verbs, and idempotent logs.
+
+use qron_raft_store::{Command, CommandError, InstanceId, InstanceStatus, JobId, Reply, State};
+
+fn setup(retries: u32) -> State {
+    let mut s = State::default();
+    assert!(s
+        .apply(&Command::CreateApp {
+            name: "demo".into(),
+            secret: "s".into(),
+            now_ms: 1
+        })
+        .0
+        .is_ok());
+    let spec = serde_json::from_value(serde_json::json!({
+        "app": "demo", "name": "j", "schedule": {"type": "api"},
+        "processor": {"type": "shell", "script": "true"},
+        "instance_retries": retries,
+        "retry_backoff": {"initial_ms": 10, "multiplier": 2, "max_ms": 100}
+    }))
+    .expect("spec");
+    assert!(s.apply(&Command::CreateJob { spec, now_ms: 2 }).0.is_ok());
+    let r = s.apply(&Command::RunJob {
+        job: JobId(1),
+        params: String::new(),
+        now_ms: 3,
+    });
+    assert!(matches!(r.0, Ok(Reply::Instance(_))));
+    s
+}
+
+const I: InstanceId = InstanceId(1);
+
+fn assign(s: &mut State, attempt: u32, worker: &str) -> Result<Reply, CommandError> {
+    s.apply(&Command::Assign {
+        instance: I,
+        attempt,
+        worker: worker.into(),
+        now_ms: 10,
+    })
+    .0
+}
+
+fn report(s: &mut State, attempt: u32, status: InstanceStatus) -> Result<Reply, CommandError> {
+    s.apply(&Command::Report {
+        instance: I,
+        attempt,
+        status,
+        result: format!("{status:?}"),
+        exit_code: Some(0),
+        at_ms: 20,
+        now_ms: 21,
+    })
+    .0
+}
+
+#[test]
+fn run_assign_report_success() {
+    let mut s = setup(0);
+    assert!(assign(&mut s, 2, "w1").is_err(), "attempt must be current + 1");
+    assign(&mut s, 1, "w1").expect("assign");
+    assert_eq!(s.instances[&I].status, InstanceStatus::WaitingWorkerReceive);
+    report(&mut s, 1, InstanceStatus::Running).expect("running");
+    report(&mut s, 1, InstanceStatus::Running).expect("a re-sent report is a no-op");
+    report(&mut s, 1, InstanceStatus::Succeeded).expect("succeeded");
+    let i = &s.instances[&I];
+    assert_eq!(i.status, InstanceStatus::Succeeded);
+    assert_eq!(i.started_at_ms, Some(20));
+    assert!(s.active.is_empty());
+    assert!(report(&mut s, 1, InstanceStatus::Failed).is_err(), "SUCCEEDED is final");
+}
+
+#[test]
+fn lost_worker_retries_and_late_report_of_old_attempt_changes_nothing() {
+    let mut s = setup(1);
+    assign(&mut s, 1, "w1").expect("assign");
+    report(&mut s, 1, InstanceStatus::Running).expect("running");
+    s.apply(&Command::WorkerLost {
+        instance: I,
+        attempt: 1,
+        reason: "heartbeats stopped".into(),
+        now_ms: 30,
+    })
+    .0
+    .expect("lost");
+    assert_eq!(s.instances[&I].status, InstanceStatus::WaitingDispatch);
+    assign(&mut s, 2, "w2").expect("attempt 2");
+    let before = s.clone();
+    assert!(report(&mut s, 1, InstanceStatus::Succeeded).is_err());
+    assert_eq!(before, s, "the first attempt's late report changed the state");
+    report(&mut s, 2, InstanceStatus::Running).expect("running 2");
+    // Out of retries now: losing attempt 2 fails the instance.
+    s.apply(&Command::WorkerLost {
+        instance: I,
+        attempt: 2,
+        reason: "gone".into(),
+        now_ms: 40,
+    })
+    .0
+    .expect("lost 2");
+    let i = &s.instances[&I];
+    assert_eq!(i.status, InstanceStatus::Failed);
+    assert!(i.reason.contains("no retries left"), "{}", i.reason);
+}
+
+#[test]
+fn failed_report_retries_with_backoff_then_fails_with_exit_code() {
+    let mut s = setup(1);
+    assign(&mut s, 1, "w1").expect("assign");
+    report(&mut s, 1, InstanceStatus::Failed).expect("failed 1");
+    let i = &s.instances[&I];
+    assert_eq!(i.status, InstanceStatus::WaitingDispatch);
+    assert_eq!(i.not_before_ms, 21 + 10);
+    assign(&mut s, 2, "w1").expect("assign 2");
+    s.apply(&Command::Report {
+        instance: I,
+        attempt: 2,
+        status: InstanceStatus::Failed,
+        result: "exit code 3".into(),
+        exit_code: Some(3),
+        at_ms: 50,
+        now_ms: 51,
+    })
+    .0
+    .expect("failed 2");
+    let i = &s.instances[&I];
+    assert_eq!(i.status, InstanceStatus::Failed);
+    assert_eq!(i.exit_code, Some(3));
+    assert_eq!(i.result, "exit code 3");
+}
+
+#[test]
+fn operator_verbs_follow_the_rules() {
+    let mut s = setup(0);
+    assign(&mut s, 1, "w1").expect("assign");
+    let cancel = s.apply(&Command::CancelInstance { instance: I, now_ms: 5 }).0;
+    assert!(matches!(cancel, Err(CommandError::Conflict(_))), "{cancel:?}");
+    s.apply(&Command::StopInstance { instance: I, now_ms: 6 })
+        .0
+        .expect("stop");
+    assert_eq!(s.instances[&I].status, InstanceStatus::Stopped);
+    assert!(
+        report(&mut s, 1, InstanceStatus::Succeeded).is_err(),
+        "a stopped instance stays stopped"
+    );
+    s.apply(&Command::RetryInstance { instance: I, now_ms: 7 })
+        .0
+        .expect("retry");
+    let i = &s.instances[&I];
+    assert_eq!(i.status, InstanceStatus::WaitingDispatch);
+    assert_eq!(i.max_attempt, 2);
+    assign(&mut s, 2, "w2").expect("attempt 2 after retry");
+}
+
+#[test]
+fn logs_are_idempotent_capped_and_marked() {
+    let mut s = setup(1);
+    assign(&mut s, 1, "w1").expect("assign");
+    let log = |s: &mut State, attempt, offset, data: &str, cap| {
+        s.apply(&Command::AppendLog {
+            instance: I,
+            attempt,
+            offset,
+            data: data.into(),
+            cap,
+        })
+        .0
+    };
+    assert!(matches!(
+        log(&mut s, 1, 0, "hello\n", 100),
+        Ok(Reply::LogAppended { appended: true })
+    ));
+    assert!(matches!(
+        log(&mut s, 1, 0, "hello\n", 100),
+        Ok(Reply::LogAppended { appended: false })
+    ));
+    assert!(matches!(
+        log(&mut s, 1, 6, "world\n", 100),
+        Ok(Reply::LogAppended { appended: true })
+    ));
+    assert!(
+        log(&mut s, 2, 0, "future\n", 100).is_err(),
+        "attempt 2 does not exist yet"
+    );
+    assert_eq!(s.logs[&I].text, "hello\nworld\n");
+    log(&mut s, 1, 12, &"x".repeat(200), 30).expect("over the cap");
+    let l = &s.logs[&I];
+    assert!(l.truncated);
+    assert!(l.text.starts_with("hello\nworld\nxxxx"));
+    assert!(l.text.contains("[log truncated at 30 bytes]"));
+}
