@@ -80,6 +80,8 @@ pub struct ClusterOptions {
     pub purge_batch: u64,
     /// `QRON_LOG` of every server.
     pub log: String,
+    /// More flags for every server (e.g. `--worker-timeout-ms 1500`).
+    pub server_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -89,6 +91,7 @@ impl Default for ClusterOptions {
             logs_kept: 1_000,
             purge_batch: 256,
             log: "info".into(),
+            server_args: Vec::new(),
         }
     }
 }
@@ -120,6 +123,47 @@ impl Server {
     }
 }
 
+/// A `qron-worker` process, in its own process group so that killing it kills
+/// what it runs too (like losing the machine).
+pub struct WorkerProc {
+    pub name: String,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl WorkerProc {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Whether the process is still alive (not exited).
+    pub fn alive(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Waits for the process to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("worker {} is not running", self.name))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                self.child = None;
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                bail!("worker {} did not exit within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// A cluster of `qron-server` processes.
 pub struct TestCluster {
     dir: Option<tempfile::TempDir>,
@@ -127,6 +171,7 @@ pub struct TestCluster {
     opts: ClusterOptions,
     initial_cluster: String,
     pub servers: BTreeMap<u64, Server>,
+    pub workers: BTreeMap<String, WorkerProc>,
     http: reqwest::Client,
 }
 
@@ -151,6 +196,7 @@ impl TestCluster {
             opts,
             initial_cluster,
             servers,
+            workers: BTreeMap::new(),
             http,
         };
         for id in 1..=n {
@@ -205,6 +251,7 @@ impl TestCluster {
         if s.founding {
             cmd.arg("--initial-cluster").arg(&self.initial_cluster);
         }
+        cmd.args(&self.opts.server_args);
         s.child = Some(
             cmd.spawn()
                 .with_context(|| format!("cannot start {}", self.bin.display()))?,
@@ -261,6 +308,64 @@ impl TestCluster {
             bail!("server {id} is still running");
         }
         self.launch(id)
+    }
+
+    /// Every server's gRPC address, comma separated (a worker's `--seeds`).
+    pub fn seeds(&self) -> String {
+        self.servers
+            .values()
+            .map(|s| s.grpc.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts a `qron-worker` named `name` for `app`, seeded with every server.
+    pub fn spawn_worker(&mut self, name: &str, app: &str, secret: &str, extra: &[&str]) -> anyhow::Result<()> {
+        use std::os::unix::process::CommandExt;
+        let bin = binary("qron-worker")?;
+        let log_path = self.dir().join(format!("worker-{name}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let child = Command::new(bin)
+            .arg("--seeds")
+            .arg(self.seeds())
+            .arg("--app")
+            .arg(app)
+            .arg("--secret")
+            .arg(secret)
+            .arg("--worker-id")
+            .arg(name)
+            .args(extra)
+            .env("QRON_LOG", &self.opts.log)
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir())
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.workers.insert(
+            name.to_owned(),
+            WorkerProc {
+                name: name.to_owned(),
+                log_path,
+                child: Some(child),
+            },
+        );
+        Ok(())
+    }
+
+    pub fn worker(&mut self, name: &str) -> anyhow::Result<&mut WorkerProc> {
+        self.workers.get_mut(name).ok_or_else(|| anyhow!("no worker {name}"))
+    }
+
+    /// SIGKILL a worker's whole process group (it and what it runs), and reap it.
+    pub fn kill_worker(&mut self, name: &str) -> anyhow::Result<()> {
+        let w = self.worker(name)?;
+        if let Some(mut child) = w.child.take() {
+            signal_group(child.id(), "KILL")?;
+            child.wait()?;
+        }
+        Ok(())
     }
 
     /// Ids of the servers whose process runs.
@@ -370,12 +475,28 @@ impl TestCluster {
                 out.push('\n');
             }
         }
+        for w in self.workers.values() {
+            let text = std::fs::read_to_string(&w.log_path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let start = all.len().saturating_sub(lines);
+            out.push_str(&format!("----- worker {} ({}) -----\n", w.name, w.log_path.display()));
+            for l in &all[start..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
         out
     }
 }
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        for w in self.workers.values_mut() {
+            if let Some(mut c) = w.child.take() {
+                let _ = signal_group(c.id(), "KILL");
+                let _ = c.wait();
+            }
+        }
         for s in self.servers.values_mut() {
             if let Some(mut c) = s.child.take() {
                 let _ = c.kill();
@@ -390,6 +511,18 @@ impl Drop for TestCluster {
             }
         }
     }
+}
+
+fn signal_group(pgid: u32, sig: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg("--")
+        .arg(format!("-{pgid}"))
+        .status()?;
+    if !status.success() {
+        bail!("kill -{sig} -- -{pgid} failed");
+    }
+    Ok(())
 }
 
 fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {

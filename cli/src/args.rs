@@ -21,7 +21,16 @@ Examples:
   qronctl --endpoints 10.0.0.1:7700,10.0.0.2:7700 job list --app billing
   qronctl job create --app billing --name nightly --cron '0 0 2 * * *' \\
       --time-zone Europe/Paris --shell './run-invoices.sh'
-  qronctl job get 7 -o json > job.json && qronctl job update 7 --file job.json";
+  qronctl job get 7 -o json > job.json && qronctl job update 7 --file job.json
+  qronctl job run 7 && qronctl instance logs 12 --follow
+  qronctl instance list --app billing --status failed";
+
+/// Examples shown at the end of `qronctl instance logs --help`.
+const INSTANCE_LOGS_EXAMPLES: &str = "\
+Examples:
+  qronctl instance logs 12
+  qronctl instance logs 12 --follow
+  qronctl instance logs 12 --offset 4096 -o json";
 
 /// Examples shown at the end of `qronctl job create --help`.
 const JOB_CREATE_EXAMPLES: &str = "\
@@ -78,7 +87,8 @@ pub struct Cli {
     /// Without it, reads are linearizable: the node asked forwards them to the
     /// leader, which confirms it still leads before answering. With it, the node
     /// asked answers from its own copy of the state, which may lag behind. Useful
-    /// when there is no leader. Applies to `app list`, `job list` and `job get`
+    /// when there is no leader. Applies to `app list`, `job list`, `job get`,
+    /// `instance list`, `instance get`, `instance logs` and `worker list`
     /// (`cluster status` is always answered by the node asked).
     #[arg(long, global = true)]
     pub stale: bool,
@@ -99,9 +109,17 @@ pub enum Command {
     #[command(subcommand)]
     App(AppCommand),
 
-    /// Create, list, show, change, delete, enable and disable jobs
+    /// Create, list, show, change, delete, enable, disable and run jobs
     #[command(subcommand)]
     Job(JobCommand),
+
+    /// List and show the runs of jobs, stop, cancel or retry them, read their logs
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+
+    /// List the workers that run the jobs
+    #[command(subcommand)]
+    Worker(WorkerCommand),
 }
 
 impl Command {
@@ -112,6 +130,10 @@ impl Command {
             Command::Cluster(ClusterCommand::Status)
                 | Command::App(AppCommand::List)
                 | Command::Job(JobCommand::List { .. } | JobCommand::Get { .. })
+                | Command::Instance(
+                    InstanceCommand::List { .. } | InstanceCommand::Get { .. } | InstanceCommand::Logs { .. }
+                )
+                | Command::Worker(WorkerCommand::List { .. })
         )
     }
 }
@@ -261,6 +283,138 @@ pub enum JobCommand {
         #[arg(value_name = "ID")]
         id: u64,
     },
+
+    /// Run a job now, once, besides its schedule
+    ///
+    /// Creates an instance of the job, which is dispatched to a worker like a
+    /// scheduled run, and prints it. Follow it with `qronctl instance get N` or
+    /// read its output with `qronctl instance logs N --follow`.
+    ///
+    /// If the request times out, it is not sent again (that could run the job
+    /// twice): check with `qronctl instance list --job ID` whether it was run.
+    Run {
+        /// The job's id
+        #[arg(value_name = "ID")]
+        id: u64,
+
+        /// Parameters passed to the processor for this run (besides the job's own)
+        #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+        params: Option<String>,
+    },
+}
+
+/// `qronctl instance ...`.
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// List instances (runs of jobs), of every job or filtered
+    ///
+    /// The filters combine: `--app billing --status failed` lists the failed
+    /// instances of the app's jobs. The server returns at most --limit
+    /// instances (100 when not given).
+    List {
+        /// Only the instances of this job
+        #[arg(long, value_name = "ID")]
+        job: Option<u64>,
+
+        /// Only the instances of this app's jobs
+        #[arg(long, value_name = "NAME")]
+        app: Option<String>,
+
+        /// Only the instances in this status (case does not matter)
+        ///
+        /// One of WAITING_DISPATCH, WAITING_WORKER_RECEIVE, RUNNING, FAILED,
+        /// SUCCEEDED, CANCELED, STOPPED.
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+
+        /// List at most this many instances (the server's default is 100)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+    },
+
+    /// Show one instance: its status, attempts, worker, times, result and why
+    ///
+    /// `reason` says why the instance is where it is (retried, worker lost, no
+    /// worker, stopped by an operator...).
+    Get {
+        /// The instance's id
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+
+    /// Stop an instance that is waiting or running; it ends STOPPED
+    ///
+    /// A running instance's worker is told to kill it. An instance that has
+    /// already finished cannot be stopped (conflict). If the request times out,
+    /// it is not sent again: check with `qronctl instance get ID`.
+    Stop {
+        /// The instance's id
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+
+    /// Cancel an instance not yet dispatched to a worker; it ends CANCELED
+    ///
+    /// Only an instance still waiting for dispatch can be canceled (conflict
+    /// otherwise); use `stop` for one a worker has. If the request times out, it
+    /// is not sent again: check with `qronctl instance get ID`.
+    Cancel {
+        /// The instance's id
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+
+    /// Run a failed, stopped or canceled instance again, as a new attempt
+    ///
+    /// The instance goes back to waiting for dispatch; its log goes on with the
+    /// new attempt's output. If the request times out, it is not sent again
+    /// (that could retry twice): check with `qronctl instance get ID`.
+    Retry {
+        /// The instance's id
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+
+    /// Print an instance's log (the output of every attempt, one after the other)
+    ///
+    /// The log is printed as is, without a table. With --follow, qronctl keeps
+    /// reading every half second and prints new output as it comes, until the
+    /// instance has finished and all its output is printed; it rides out a
+    /// leader change. The server keeps a limited amount of output per instance:
+    /// a note on stderr says when the log was truncated.
+    ///
+    /// With `-o json`, prints the server's answer (the text, the offsets, and
+    /// whether the log is truncated or finished); with --follow, one answer per
+    /// line (JSON Lines), for each read that brought new output.
+    #[command(after_help = INSTANCE_LOGS_EXAMPLES)]
+    Logs {
+        /// The instance's id
+        #[arg(value_name = "ID")]
+        id: u64,
+
+        /// Keep printing new output until the instance finishes
+        #[arg(short = 'f', long)]
+        follow: bool,
+
+        /// Start at this byte of the log instead of its beginning
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        offset: u64,
+    },
+}
+
+/// `qronctl worker ...`.
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// List the workers the leader knows, with their load and what they run
+    ///
+    /// LAST SEEN is the time since the worker's last heartbeat; CONNECTED says
+    /// whether its stream to the leader is open. RUNNING counts the instances
+    /// it says it is running.
+    List {
+        /// Only the workers of this app
+        #[arg(long, value_name = "NAME")]
+        app: Option<String>,
+    },
 }
 
 /// `qronctl job create`: a file, or flags.
@@ -395,5 +549,64 @@ mod tests {
         assert!(!cli.command.is_read());
         let cli = Cli::try_parse_from(["qronctl", "cluster", "remove-node", "3"]).expect("parses");
         assert!(!cli.command.is_read());
+        for write in [
+            &["qronctl", "job", "run", "7"][..],
+            &["qronctl", "instance", "stop", "12"],
+            &["qronctl", "instance", "cancel", "12"],
+            &["qronctl", "instance", "retry", "12"],
+        ] {
+            let cli = Cli::try_parse_from(write).expect("parses");
+            assert!(!cli.command.is_read(), "{write:?} is a write");
+        }
+    }
+
+    #[test]
+    fn instance_and_worker_reads_are_reads() {
+        for read in [
+            &["qronctl", "instance", "list", "--job", "7"][..],
+            &["qronctl", "instance", "get", "12"],
+            &["qronctl", "instance", "logs", "12", "-f"],
+            &["qronctl", "worker", "list"],
+        ] {
+            let cli = Cli::try_parse_from(read).expect("parses");
+            assert!(cli.command.is_read(), "{read:?} is a read");
+        }
+    }
+
+    #[test]
+    fn instance_logs_flags() {
+        let cli = Cli::try_parse_from(["qronctl", "instance", "logs", "12", "-f", "--offset", "4096"]).expect("parses");
+        match cli.command {
+            Command::Instance(InstanceCommand::Logs { id, follow, offset }) => {
+                assert_eq!((id, follow, offset), (12, true, 4096));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["qronctl", "instance", "logs", "12"]).expect("parses");
+        match cli.command {
+            Command::Instance(InstanceCommand::Logs { follow, offset, .. }) => {
+                assert!(!follow);
+                assert_eq!(offset, 0);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn job_run_params_may_start_with_a_hyphen() {
+        let cli = Cli::try_parse_from(["qronctl", "job", "run", "7", "--params", "--dry-run"]).expect("parses");
+        match cli.command {
+            Command::Job(JobCommand::Run { id, params }) => {
+                assert_eq!(id, 7);
+                assert_eq!(params.as_deref(), Some("--dry-run"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn zero_limit_is_refused() {
+        let err = Cli::try_parse_from(["qronctl", "instance", "list", "--limit", "0"]).expect_err("limit 0");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 }

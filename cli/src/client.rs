@@ -131,6 +131,26 @@ impl fmt::Display for ApiError {
 
 impl StdError for ApiError {}
 
+/// No node gave an answer: every endpoint was down, refused the connection or
+/// timed out. Unlike an [`ApiError`], trying again later may work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    /// `URL: why`, one per endpoint tried.
+    pub nodes: Vec<String>,
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no qron node could be reached ({}); check --endpoints or QRON_ENDPOINTS",
+            self.nodes.join("; ")
+        )
+    }
+}
+
+impl StdError for Unreachable {}
+
 /// One API request, as sent to each endpoint in turn.
 struct Call<'a> {
     method: Method,
@@ -278,10 +298,7 @@ impl Client {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Some(error) => return Err(error.into()),
-                None => bail!(
-                    "no qron node could be reached ({}); check --endpoints or QRON_ENDPOINTS",
-                    down.join("; ")
-                ),
+                None => return Err(Unreachable { nodes: down }.into()),
             }
         }
     }
@@ -468,6 +485,10 @@ mod tests {
         assert!(
             text.contains("no qron node could be reached") && text.contains(&dead),
             "{text}"
+        );
+        assert!(
+            err.downcast_ref::<Unreachable>().is_some(),
+            "typed so callers can retry later"
         );
     }
 

@@ -2,14 +2,15 @@
 //! `-o table` (aligned columns and short texts for people).
 //!
 //! Formatting is pure (answers in, text out) so it can be tested; the only I/O
-//! is [`emit`]. Text that came from the server has its control characters
-//! replaced before it reaches a terminal.
+//! is [`emit`], [`emit_raw`] and [`note`]. Text that came from the server has
+//! its control characters replaced before it reaches a terminal, except an
+//! instance's log, which is the job's own output and is printed as is.
 
 use std::io::{self, Write};
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use qron_proto::api::{AppView, ClusterView, JobView, NodeRole, Processor, Schedule};
+use qron_proto::api::{AppView, ClusterView, InstanceView, JobView, NodeRole, Processor, Schedule, WorkerView};
 use serde::Serialize;
 
 /// `-o/--output`.
@@ -23,6 +24,8 @@ pub enum Format {
 
 /// Columns of a table are separated by this many spaces.
 const GAP: usize = 2;
+/// An instance's result is cut to this many characters in `instance list`.
+const MAX_RESULT_CELL: usize = 40;
 
 /// The answer as pretty-printed JSON.
 ///
@@ -38,6 +41,23 @@ pub fn emit(text: &str) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("cannot write to stdout"),
     }
+}
+
+/// Writes `text` to stdout as is (no newline added) and flushes it. Returns
+/// false when stdout was closed (`| head`), so that a loop can stop.
+pub fn emit_raw(text: &str) -> Result<bool> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+/// Writes `note: text` to stderr, for what people should know but scripts
+/// reading stdout must not get. Failing to write it is not an error.
+pub fn note(text: &str) {
+    let _ = writeln!(io::stderr().lock(), "note: {text}");
 }
 
 fn write_text(out: &mut impl Write, text: &str) -> io::Result<()> {
@@ -165,6 +185,32 @@ fn or_dash(value: Option<u64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
+fn time_or_dash(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "-".to_owned(), format_ms)
+}
+
+fn text_or_dash(text: &str) -> String {
+    if text.trim().is_empty() {
+        "-".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// `text` on one line, cut to `max` characters (the last three being `...`
+/// when it was cut).
+fn shorten(text: &str, max: usize) -> String {
+    let text = clean(text);
+    let text = text.trim();
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(3)).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push_str("...");
+    cut
+}
+
 /// `cluster status` (and the answer of `add-node`/`remove-node`): the node's
 /// Raft state, then one line per member.
 pub fn cluster(view: &ClusterView) -> String {
@@ -276,6 +322,116 @@ pub fn job(view: &JobView) -> String {
     pairs(&rows)
 }
 
+/// An instance's attempt as `current/last allowed`.
+fn attempt_text(view: &InstanceView) -> String {
+    format!("{}/{}", view.attempt, view.max_attempt)
+}
+
+/// One line on an instance: `instance 12 of job 7: RUNNING`.
+pub fn instance_headline(view: &InstanceView) -> String {
+    format!("instance {} of job {}: {}", view.id, view.job_id, clean(&view.status))
+}
+
+/// `instance list`: one line per instance, the result cut short.
+pub fn instances(instances: &[InstanceView]) -> String {
+    let rows: Vec<Vec<String>> = instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.to_string(),
+                i.job_id.to_string(),
+                i.status.clone(),
+                attempt_text(i),
+                i.worker.clone().unwrap_or_else(|| "-".to_owned()),
+                format_ms(i.created_at_ms),
+                time_or_dash(i.finished_at_ms),
+                shorten(&i.result, MAX_RESULT_CELL),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "JOB", "STATUS", "ATTEMPT", "WORKER", "CREATED", "FINISHED", "RESULT",
+        ],
+        &rows,
+    )
+}
+
+/// `instance get` (and the detail after the headline of `job run`, `instance
+/// stop`, `cancel` and `retry`): every field of one instance.
+pub fn instance(view: &InstanceView) -> String {
+    let mut rows = vec![
+        ("id", view.id.to_string()),
+        ("job", view.job_id.to_string()),
+        ("app", view.app.clone()),
+        ("status", view.status.clone()),
+        ("attempt", attempt_text(view)),
+        ("worker", view.worker.clone().unwrap_or_else(|| "-".to_owned())),
+    ];
+    if !view.params.is_empty() {
+        rows.push(("params", view.params.clone()));
+    }
+    rows.extend([
+        ("created", format_ms(view.created_at_ms)),
+        ("assigned", time_or_dash(view.assigned_at_ms)),
+        ("started", time_or_dash(view.started_at_ms)),
+        ("finished", time_or_dash(view.finished_at_ms)),
+        (
+            "exit code",
+            view.exit_code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+        ),
+        ("result", text_or_dash(&view.result)),
+        ("reason", text_or_dash(&view.reason)),
+    ]);
+    pairs(&rows)
+}
+
+/// The headline of an instance, a blank line, then its detail: the answer of
+/// `job run`, `instance stop`, `cancel` and `retry`.
+pub fn instance_with_headline(view: &InstanceView) -> String {
+    format!("{}\n\n{}", instance_headline(view), instance(view))
+}
+
+/// `worker list`: one line per worker, by app then id.
+pub fn workers(workers: &[WorkerView]) -> String {
+    let mut sorted: Vec<&WorkerView> = workers.iter().collect();
+    sorted.sort_by(|a, b| (&a.app, &a.worker_id).cmp(&(&b.app, &b.worker_id)));
+    let rows: Vec<Vec<String>> = sorted
+        .iter()
+        .map(|w| {
+            vec![
+                w.worker_id.clone(),
+                w.app.clone(),
+                if w.tags.is_empty() {
+                    "-".to_owned()
+                } else {
+                    w.tags.join(",")
+                },
+                format!("{:.1}", w.cpu_percent),
+                format!("{}/{}", w.memory_free_mb, w.memory_total_mb),
+                format!("{}/{}", w.disk_free_mb, w.disk_total_mb),
+                w.running.len().to_string(),
+                format!("{}ms ago", w.last_seen_ms_ago),
+                yes_no(w.connected),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "WORKER",
+            "APP",
+            "TAGS",
+            "CPU%",
+            "MEM FREE/TOTAL MB",
+            "DISK FREE/TOTAL MB",
+            "RUNNING",
+            "LAST SEEN",
+            "CONNECTED",
+        ],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use qron_proto::api::NodeView;
@@ -365,6 +521,162 @@ mod tests {
         assert_eq!(format_ms(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(format_ms(-1), "1969-12-31T23:59:59Z");
         assert_eq!(format_ms(253_402_300_799_000), "9999-12-31T23:59:59Z");
+    }
+
+    fn instance_view(id: u64) -> InstanceView {
+        InstanceView {
+            id,
+            job_id: 7,
+            app: "billing".to_owned(),
+            status: "RUNNING".to_owned(),
+            attempt: 1,
+            max_attempt: 3,
+            worker: Some("w-1".to_owned()),
+            params: String::new(),
+            created_at_ms: 1_700_000_000_123,
+            assigned_at_ms: Some(1_700_000_001_000),
+            started_at_ms: Some(1_700_000_002_000),
+            finished_at_ms: None,
+            result: String::new(),
+            exit_code: None,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn instances_table_shows_attempts_times_and_a_short_result() {
+        let running = instance_view(12);
+        let failed = InstanceView {
+            status: "FAILED".to_owned(),
+            attempt: 3,
+            worker: None,
+            finished_at_ms: Some(1_700_000_060_000),
+            result: "exit status 2: cannot open /var/data/invoices.csv\nsecond line".to_owned(),
+            exit_code: Some(2),
+            ..instance_view(9)
+        };
+        let text = instances(&[running, failed]);
+        let expected = "\
+ID  JOB  STATUS   ATTEMPT  WORKER  CREATED               FINISHED              RESULT
+12  7    RUNNING  1/3      w-1     2023-11-14T22:13:20Z  -
+9   7    FAILED   3/3      -       2023-11-14T22:13:20Z  2023-11-14T22:14:20Z  exit status 2: cannot open /var/data/...
+";
+        assert_eq!(text, expected);
+        let result_cell = text.lines().nth(2).expect("row").split("  ").last().expect("cell");
+        assert_eq!(result_cell.chars().count(), MAX_RESULT_CELL);
+    }
+
+    #[test]
+    fn shorten_cuts_long_text_and_keeps_short_text() {
+        assert_eq!(shorten("ok", 40), "ok");
+        assert_eq!(shorten("  done\n", 40), "done");
+        assert_eq!(shorten("abcdefghij", 10), "abcdefghij");
+        assert_eq!(shorten("abcdefghijk", 10), "abcdefg...");
+        // A cut that would end in a space drops it, so the dots follow a word.
+        assert_eq!(shorten("abcdef ghijk", 10), "abcdef...");
+        // Characters, not bytes: no panic in the middle of a multi-byte one.
+        assert_eq!(shorten("ééééééééééé", 10), "ééééééé...");
+        assert_eq!(shorten("a\nb", 10), "a b");
+    }
+
+    #[test]
+    fn instance_detail_has_every_field() {
+        let view = InstanceView {
+            status: "FAILED".to_owned(),
+            params: "--day 2023-11-14".to_owned(),
+            finished_at_ms: Some(1_700_000_060_000),
+            result: "exit status 2".to_owned(),
+            exit_code: Some(2),
+            reason: "the process exited with status 2; no retry left".to_owned(),
+            ..instance_view(12)
+        };
+        let expected = "\
+id:         12
+job:        7
+app:        billing
+status:     FAILED
+attempt:    1/3
+worker:     w-1
+params:     --day 2023-11-14
+created:    2023-11-14T22:13:20Z
+assigned:   2023-11-14T22:13:21Z
+started:    2023-11-14T22:13:22Z
+finished:   2023-11-14T22:14:20Z
+exit code:  2
+result:     exit status 2
+reason:     the process exited with status 2; no retry left
+";
+        assert_eq!(instance(&view), expected);
+    }
+
+    #[test]
+    fn a_waiting_instance_shows_dashes_and_a_headline() {
+        let view = InstanceView {
+            status: "WAITING_DISPATCH".to_owned(),
+            attempt: 0,
+            worker: None,
+            assigned_at_ms: None,
+            started_at_ms: None,
+            ..instance_view(13)
+        };
+        let text = instance_with_headline(&view);
+        assert!(
+            text.starts_with("instance 13 of job 7: WAITING_DISPATCH\n\nid:"),
+            "{text}"
+        );
+        for line in [
+            "attempt:    0/3",
+            "worker:     -",
+            "assigned:   -",
+            "started:    -",
+            "finished:   -",
+            "exit code:  -",
+            "result:     -",
+            "reason:     -",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("params:"), "empty params are left out:\n{text}");
+    }
+
+    #[test]
+    fn workers_table_sorts_by_app_then_id_and_counts_running() {
+        let worker = |id: &str, app: &str| WorkerView {
+            worker_id: id.to_owned(),
+            app: app.to_owned(),
+            tags: Vec::new(),
+            max_concurrency: 4,
+            cpu_cores: 8,
+            cpu_percent: 12.345,
+            memory_total_mb: 16_000,
+            memory_free_mb: 9_500,
+            disk_total_mb: 100_000,
+            disk_free_mb: 40_000,
+            running: Vec::new(),
+            last_seen_ms_ago: 850,
+            connected: true,
+        };
+        let busy = WorkerView {
+            tags: vec!["gpu".to_owned(), "eu".to_owned()],
+            cpu_percent: 99.96,
+            running: vec![(12, 1), (13, 2)],
+            last_seen_ms_ago: 12_000,
+            connected: false,
+            ..worker("w-2", "billing")
+        };
+        let text = workers(&[worker("w-9", "reports"), busy, worker("w-1", "billing")]);
+        let expected = "\
+WORKER  APP      TAGS    CPU%   MEM FREE/TOTAL MB  DISK FREE/TOTAL MB  RUNNING  LAST SEEN    CONNECTED
+w-1     billing  -       12.3   9500/16000         40000/100000        0        850ms ago    yes
+w-2     billing  gpu,eu  100.0  9500/16000         40000/100000        2        12000ms ago  no
+w-9     reports  -       12.3   9500/16000         40000/100000        0        850ms ago    yes
+";
+        assert_eq!(text, expected);
+        // With no rows the columns are as wide as their headers.
+        assert_eq!(
+            workers(&[]),
+            "WORKER  APP  TAGS  CPU%  MEM FREE/TOTAL MB  DISK FREE/TOTAL MB  RUNNING  LAST SEEN  CONNECTED\n"
+        );
     }
 
     #[test]

@@ -379,6 +379,108 @@ pub struct AppList {
     pub apps: Vec<AppView>,
 }
 
+// ---------------------------------------------------------------- instances
+
+/// `POST /api/v1/jobs/{id}/run`: run a job now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunJobRequest {
+    /// Instance parameters passed to the processor (besides the job's own).
+    #[serde(default)]
+    pub params: String,
+}
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub id: u64,
+    pub job_id: u64,
+    pub app: String,
+    /// WAITING_DISPATCH, WAITING_WORKER_RECEIVE, RUNNING, FAILED, SUCCEEDED, CANCELED or STOPPED.
+    pub status: String,
+    /// The current attempt (0 until first dispatched).
+    pub attempt: u32,
+    /// The last attempt the retry budget allows.
+    pub max_attempt: u32,
+    pub worker: Option<String>,
+    pub params: String,
+    pub created_at_ms: i64,
+    pub assigned_at_ms: Option<i64>,
+    /// Worker clock.
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub result: String,
+    pub exit_code: Option<i32>,
+    /// Why the instance is where it is.
+    pub reason: String,
+}
+
+/// `GET /api/v1/instances?job=&status=&app=&limit=`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceList {
+    pub instances: Vec<InstanceView>,
+}
+
+/// `GET /api/v1/instances/{id}/logs?offset=`: the log from byte `offset`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceLogView {
+    pub instance_id: u64,
+    pub offset: u64,
+    /// Ask again from here for what comes next.
+    pub next_offset: u64,
+    pub data: String,
+    /// The per-instance cap was reached; later output was dropped.
+    pub truncated: bool,
+    /// The instance is in a terminal status: no more output will come.
+    pub finished: bool,
+}
+
+// ---------------------------------------------------------------- workers
+
+/// A live worker, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerView {
+    pub worker_id: String,
+    pub app: String,
+    pub tags: Vec<String>,
+    pub max_concurrency: u32,
+    pub cpu_cores: u32,
+    pub cpu_percent: f64,
+    pub memory_total_mb: u64,
+    pub memory_free_mb: u64,
+    pub disk_total_mb: u64,
+    pub disk_free_mb: u64,
+    /// `(instance, attempt)` pairs it says it is running.
+    pub running: Vec<(u64, u32)>,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen_ms_ago: u64,
+    /// Whether its stream to the leader is open.
+    pub connected: bool,
+}
+
+/// `GET /api/v1/workers?app=`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerView>,
+}
+
+/// `GET /server/acquire?app=&current=`: who leads (any node answers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcquireView {
+    pub leader_id: Option<u64>,
+    pub leader_grpc: Option<String>,
+    pub leader_http: Option<String>,
+    pub term: u64,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: u64,
+    pub grpc_addr: String,
+    pub http_addr: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

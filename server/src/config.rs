@@ -85,6 +85,24 @@ pub struct Args {
     #[arg(long, env = "QRON_PURGE_BATCH")]
     pub purge_batch: Option<u64>,
 
+    /// A worker silent for this long is dead and its instances are retried elsewhere [default: 5000].
+    #[arg(long, env = "QRON_WORKER_TIMEOUT_MS")]
+    pub worker_timeout_ms: Option<u64>,
+
+    /// After a leader change, how long the new leader waits for workers to reconnect
+    /// before it declares any assigned instance lost; keep it above the workers'
+    /// failover time [default: 5000].
+    #[arg(long, env = "QRON_FAILOVER_GRACE_MS")]
+    pub failover_grace_ms: Option<u64>,
+
+    /// Heartbeat interval asked of workers, in milliseconds [default: 500].
+    #[arg(long, env = "QRON_WORKER_HEARTBEAT_MS")]
+    pub worker_heartbeat_ms: Option<u64>,
+
+    /// Cap of one instance's log in bytes; output past it is dropped and the log marked [default: 1048576].
+    #[arg(long, env = "QRON_MAX_LOG_BYTES")]
+    pub max_log_bytes: Option<u64>,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `qron_server=debug` [default: info].
     #[arg(long, env = "QRON_LOG")]
     pub log: Option<String>,
@@ -106,6 +124,10 @@ pub struct Config {
     pub snapshot_logs: u64,
     pub logs_kept: u64,
     pub purge_batch: u64,
+    pub worker_timeout: Duration,
+    pub failover_grace: Duration,
+    pub worker_heartbeat: Duration,
+    pub max_log_bytes: u64,
     pub log: String,
 }
 
@@ -141,6 +163,10 @@ impl Args {
             snapshot_logs,
             logs_kept,
             purge_batch,
+            worker_timeout_ms,
+            failover_grace_ms,
+            worker_heartbeat_ms,
+            max_log_bytes,
             log
         ))
     }
@@ -186,6 +212,13 @@ impl Args {
         if emin >= emax {
             bail!("--election-timeout-min-ms ({emin}) must be below --election-timeout-max-ms ({emax})");
         }
+        let worker_heartbeat = self.worker_heartbeat_ms.unwrap_or(500);
+        let worker_timeout = self.worker_timeout_ms.unwrap_or(5_000);
+        if worker_heartbeat == 0 || worker_timeout <= worker_heartbeat {
+            bail!(
+                "--worker-timeout-ms ({worker_timeout}) must exceed --worker-heartbeat-ms ({worker_heartbeat}), which must be positive"
+            );
+        }
         let snapshot_logs = self.snapshot_logs.unwrap_or(10_000);
         if snapshot_logs == 0 {
             bail!("--snapshot-logs must be at least 1");
@@ -204,6 +237,10 @@ impl Args {
             snapshot_logs,
             logs_kept: self.logs_kept.unwrap_or(1_000),
             purge_batch: self.purge_batch.unwrap_or(256).max(1),
+            worker_timeout: Duration::from_millis(worker_timeout),
+            failover_grace: Duration::from_millis(self.failover_grace_ms.unwrap_or(5_000)),
+            worker_heartbeat: Duration::from_millis(worker_heartbeat),
+            max_log_bytes: self.max_log_bytes.unwrap_or(1024 * 1024),
             log: self.log.unwrap_or_else(|| "info".to_owned()),
         })
     }

@@ -7,6 +7,8 @@
 
 pub mod api;
 pub mod config;
+pub mod dispatch;
+pub mod leadership;
 pub mod node;
 pub mod peers;
 pub mod raft;

@@ -12,6 +12,7 @@ use openraft::SnapshotPolicy;
 use qron_proto::raft::raft_service_client::RaftServiceClient;
 use qron_proto::raft::raft_service_server::RaftServiceServer;
 use qron_proto::raft::NodeInfoRequest;
+use qron_proto::worker::worker_service_server::WorkerServiceServer;
 use qron_raft_store::{NodeId, QronNode, Raft};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -21,6 +22,9 @@ use tonic::transport::Channel;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::dispatch::service::WorkerRpc;
+use crate::dispatch::{Dispatch, DispatchConfig};
+use crate::leadership;
 use crate::peers::Peers;
 use crate::raft::network::{raft_client, NetworkFactory};
 use crate::raft::service::RaftRpc;
@@ -63,15 +67,22 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     .await
     .context("cannot start Raft")?;
 
+    let dispatch = Arc::new(Dispatch::new(DispatchConfig {
+        worker_timeout: cfg.worker_timeout,
+        failover_grace: cfg.failover_grace,
+        heartbeat_interval: cfg.worker_heartbeat,
+        max_log_bytes: cfg.max_log_bytes,
+    }));
     let api_state = Arc::new(ApiState::new(
         cfg.node_id,
         raft.clone(),
-        shared,
+        shared.clone(),
         peers.clone(),
         cfg.election_timeout_max,
         cfg.advertise_http.clone(),
+        dispatch.clone(),
     ));
-    let router = api::router(api_state);
+    let router = api::router(api_state.clone());
 
     let grpc_listener = TcpListener::bind(cfg.grpc)
         .await
@@ -98,11 +109,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let grpc_service = RaftServiceServer::new(rpc)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let worker_service = WorkerServiceServer::new(WorkerRpc { api: api_state })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let token = shutdown.clone();
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(grpc_service)
+            .add_service(worker_service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), token.cancelled_owned())
             .await
             .context("gRPC server failed")
@@ -123,6 +138,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 
     tasks.spawn(poll_peers(raft.clone(), peers, cfg.node_id, shutdown.clone()));
     tasks.spawn(log_leadership(raft.clone(), shutdown.clone()));
+    tasks.spawn(leadership::watch(
+        raft.clone(),
+        shared,
+        dispatch,
+        cfg.node_id,
+        cfg.election_timeout_max,
+        shutdown.clone(),
+    ));
 
     // Run until asked to stop or until a task fails.
     let result = tokio::select! {

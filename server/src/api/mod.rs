@@ -23,12 +23,15 @@ use qron_proto::raft::ForwardRequest;
 use qron_raft_store::{Command, NodeId, QronNode, Raft, Reply, SharedState};
 use tonic::transport::Channel;
 
+use crate::dispatch::Dispatch;
 use crate::peers::Peers;
 
 mod apps;
 mod cluster;
 pub mod error;
+pub mod instances;
 mod jobs;
+mod workers;
 
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
@@ -48,6 +51,7 @@ pub struct ApiState {
     /// from a quorum for this long stops calling itself leader (rule 8).
     pub lease: Duration,
     pub http_addr: String,
+    pub dispatch: Arc<Dispatch>,
     forward_clients: Mutex<HashMap<String, RaftServiceClient<Channel>>>,
 }
 
@@ -66,6 +70,7 @@ impl ApiState {
         peers: Arc<Peers>,
         lease: Duration,
         http_addr: String,
+        dispatch: Arc<Dispatch>,
     ) -> Self {
         ApiState {
             node_id,
@@ -74,6 +79,7 @@ impl ApiState {
             peers,
             lease,
             http_addr,
+            dispatch,
             forward_clients: Mutex::default(),
         }
     }
@@ -181,9 +187,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get).put(jobs::update).delete(jobs::delete))
         .route("/jobs/{id}/enable", post(jobs::enable))
-        .route("/jobs/{id}/disable", post(jobs::disable));
+        .route("/jobs/{id}/disable", post(jobs::disable))
+        .route("/jobs/{id}/run", post(instances::run))
+        .route("/instances", get(instances::list))
+        .route("/instances/{id}", get(instances::get))
+        .route("/instances/{id}/stop", post(instances::stop))
+        .route("/instances/{id}/cancel", post(instances::cancel))
+        .route("/instances/{id}/retry", post(instances::retry))
+        .route("/instances/{id}/logs", get(instances::logs))
+        .route("/workers", get(workers::list));
     Router::new()
         .nest("/api/v1", api)
+        .route("/server/acquire", get(workers::acquire))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), to_leader))

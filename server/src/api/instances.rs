@@ -1,0 +1,219 @@
+//! `/api/v1/instances` and `POST /api/v1/jobs/{id}/run`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use qron_proto::api::{InstanceList, InstanceLogView, InstanceView, RunJobRequest};
+use qron_raft_store::{Command, Instance, InstanceId, InstanceStatus, JobId, Reply};
+use serde::Deserialize;
+
+use super::apps::ReadParams;
+use super::{now_ms, ApiError, ApiPath, ApiQuery, ApiState};
+use crate::dispatch::dispatcher::stop_message;
+
+/// Default and largest page of `GET /api/v1/instances`.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+/// Largest piece of log returned by one `GET .../logs` call.
+const MAX_LOG_READ: usize = 256 * 1024;
+
+pub fn view(i: &Instance) -> InstanceView {
+    InstanceView {
+        id: i.id.0,
+        job_id: i.job_id.0,
+        app: i.app.clone(),
+        status: i.status.name().to_owned(),
+        attempt: i.attempt,
+        max_attempt: i.max_attempt,
+        worker: i.worker.clone(),
+        params: i.params.clone(),
+        created_at_ms: i.created_at_ms,
+        assigned_at_ms: i.assigned_at_ms,
+        started_at_ms: i.started_at_ms,
+        finished_at_ms: i.finished_at_ms,
+        result: i.result.clone(),
+        exit_code: i.exit_code,
+        reason: i.reason.clone(),
+    }
+}
+
+fn instance_reply(reply: Reply) -> Result<Instance, ApiError> {
+    match reply {
+        Reply::Instance(i) => Ok(*i),
+        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// `POST /api/v1/jobs/{id}/run`: a new instance, dispatched as soon as a worker is free.
+pub async fn run(
+    State(app): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<u64>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
+    // The body is optional: no body runs the job with no instance parameters.
+    let params = if body.iter().all(u8::is_ascii_whitespace) {
+        String::new()
+    } else {
+        serde_json::from_slice::<RunJobRequest>(&body)
+            .map_err(|e| ApiError::BadRequest(format!("bad run request body: {e}")))?
+            .params
+    };
+    let inst = instance_reply(
+        app.propose(Command::RunJob {
+            job: JobId(id),
+            params,
+            now_ms: now_ms(),
+        })
+        .await?,
+    )?;
+    tracing::info!(instance = inst.id.0, job = id, "run now");
+    app.dispatch.wake();
+    Ok((StatusCode::CREATED, Json(view(&inst))))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    #[serde(default)]
+    pub job: Option<u64>,
+    #[serde(default)]
+    pub app: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub stale: bool,
+}
+
+/// `GET /api/v1/instances?job=&app=&status=&limit=`: newest first.
+pub async fn list(
+    State(app): State<Arc<ApiState>>,
+    ApiQuery(q): ApiQuery<ListParams>,
+) -> Result<Json<InstanceList>, ApiError> {
+    let status = match &q.status {
+        None => None,
+        Some(s) => Some(InstanceStatus::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown status {s:?}: use WAITING_DISPATCH, WAITING_WORKER_RECEIVE, RUNNING, FAILED, SUCCEEDED, CANCELED or STOPPED"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    app.read_barrier(q.stale).await?;
+    let state = app.state.read();
+    let instances = state
+        .instances
+        .values()
+        .rev()
+        .filter(|i| q.job.is_none_or(|j| i.job_id.0 == j))
+        .filter(|i| q.app.as_ref().is_none_or(|a| *a == i.app))
+        .filter(|i| status.is_none_or(|s| i.status == s))
+        .take(limit)
+        .map(view)
+        .collect();
+    Ok(Json(InstanceList { instances }))
+}
+
+/// `GET /api/v1/instances/{id}`.
+pub async fn get(
+    State(app): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<u64>,
+    ApiQuery(q): ApiQuery<ReadParams>,
+) -> Result<Json<InstanceView>, ApiError> {
+    app.read_barrier(q.stale).await?;
+    let state = app.state.read();
+    Ok(Json(view(state.instance(InstanceId(id))?)))
+}
+
+/// `POST /api/v1/instances/{id}/stop`: marks it STOPPED and tells its worker to stop.
+pub async fn stop(State(app): State<Arc<ApiState>>, ApiPath(id): ApiPath<u64>) -> Result<Json<InstanceView>, ApiError> {
+    let inst = instance_reply(
+        app.propose(Command::StopInstance {
+            instance: InstanceId(id),
+            now_ms: now_ms(),
+        })
+        .await?,
+    )?;
+    if let (Some(worker), Some(l)) = (&inst.worker, app.dispatch.leadership()) {
+        let sent = app
+            .dispatch
+            .registry
+            .send(worker, stop_message(&inst, &l.leader, "stopped by an operator"));
+        tracing::info!(instance = id, %worker, sent, "stop");
+    }
+    Ok(Json(view(&inst)))
+}
+
+/// `POST /api/v1/instances/{id}/cancel`: only before it was dispatched.
+pub async fn cancel(
+    State(app): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<InstanceView>, ApiError> {
+    let inst = instance_reply(
+        app.propose(Command::CancelInstance {
+            instance: InstanceId(id),
+            now_ms: now_ms(),
+        })
+        .await?,
+    )?;
+    Ok(Json(view(&inst)))
+}
+
+/// `POST /api/v1/instances/{id}/retry`: a failed, stopped or canceled instance runs again.
+pub async fn retry(
+    State(app): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<InstanceView>, ApiError> {
+    let inst = instance_reply(
+        app.propose(Command::RetryInstance {
+            instance: InstanceId(id),
+            now_ms: now_ms(),
+        })
+        .await?,
+    )?;
+    app.dispatch.wake();
+    Ok(Json(view(&inst)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogParams {
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default)]
+    pub stale: bool,
+}
+
+/// `GET /api/v1/instances/{id}/logs?offset=`.
+pub async fn logs(
+    State(app): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<u64>,
+    ApiQuery(q): ApiQuery<LogParams>,
+) -> Result<Json<InstanceLogView>, ApiError> {
+    app.read_barrier(q.stale).await?;
+    let state = app.state.read();
+    let inst = state.instance(InstanceId(id))?;
+    let (text, truncated) = state
+        .logs
+        .get(&inst.id)
+        .map_or(("", false), |l| (l.text.as_str(), l.truncated));
+    let mut start = (q.offset as usize).min(text.len());
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let mut end = (start + MAX_LOG_READ).min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Ok(Json(InstanceLogView {
+        instance_id: id,
+        offset: start as u64,
+        next_offset: end as u64,
+        data: text[start..end].to_owned(),
+        truncated,
+        finished: inst.status.is_terminal() && end == text.len(),
+    }))
+}
