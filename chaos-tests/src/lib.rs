@@ -362,7 +362,13 @@ impl TestCluster {
     pub fn kill_worker(&mut self, name: &str) -> anyhow::Result<()> {
         let w = self.worker(name)?;
         if let Some(mut child) = w.child.take() {
+            // The worker runs scripts in process groups of their own: find them first so
+            // that they die with it, as they would with the machine.
+            let tree = descendants(child.id());
             signal_group(child.id(), "KILL")?;
+            for pid in tree {
+                let _ = signal(pid, "KILL");
+            }
             child.wait()?;
         }
         Ok(())
@@ -511,6 +517,39 @@ impl Drop for TestCluster {
             }
         }
     }
+}
+
+/// Every process below `root`, read from /proc (parents before children).
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // The command name is in parentheses and may hold spaces: parse after the last ')'.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (pid, ppid) in &parent_of {
+            if *ppid == p && !out.contains(pid) {
+                out.push(*pid);
+                frontier.push(*pid);
+            }
+        }
+    }
+    out
 }
 
 fn signal_group(pgid: u32, sig: &str) -> anyhow::Result<()> {

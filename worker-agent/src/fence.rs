@@ -1,0 +1,185 @@
+//! The fencing decisions of design rule 4, as a pure struct: which leader's orders
+//! this worker still obeys, and which `(instance_id, attempt)` it has already taken.
+//!
+//! This module owns the decision only. It never runs, spawns or sends anything, and it
+//! never forgets: an attempt accepted once is refused for the rest of the process's
+//! life, and the highest leader id only rises.
+
+use std::collections::HashSet;
+
+use qron_proto::worker::LeaderId;
+
+/// openraft's leader id, ordered as openraft orders it: by term, then node id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaderKey {
+    /// Raft term.
+    pub term: u64,
+    /// The leader's node id.
+    pub node_id: u64,
+}
+
+impl From<&LeaderId> for LeaderKey {
+    fn from(l: &LeaderId) -> Self {
+        LeaderKey {
+            term: l.term,
+            node_id: l.node_id,
+        }
+    }
+}
+
+impl From<LeaderKey> for LeaderId {
+    fn from(l: LeaderKey) -> Self {
+        LeaderId {
+            term: l.term,
+            node_id: l.node_id,
+        }
+    }
+}
+
+/// One attempt of one instance: the unit a worker runs at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttemptKey {
+    /// The instance.
+    pub instance_id: u64,
+    /// Its attempt number.
+    pub attempt: u32,
+}
+
+/// What to do with a dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Run it.
+    Accept,
+    /// It carries no leader id, so it cannot be fenced: refuse it.
+    NoLeader,
+    /// It comes from a leader lower than the highest seen: a deposed leader.
+    StaleLeader { highest: LeaderKey },
+    /// This attempt was accepted before (a re-sent dispatch): never run it twice.
+    Duplicate,
+}
+
+/// The fencing state of one worker process.
+#[derive(Debug, Default)]
+pub(crate) struct Fence {
+    highest: Option<LeaderKey>,
+    // Grows for the life of the process (16 bytes per attempt): forgetting an entry
+    // would let a re-sent dispatch run an attempt twice.
+    accepted: HashSet<AttemptKey>,
+}
+
+impl Fence {
+    /// The highest leader id seen so far.
+    pub(crate) fn highest(&self) -> Option<LeaderKey> {
+        self.highest
+    }
+
+    /// Notes a leader id; returns false (and changes nothing) if it is lower than the
+    /// highest seen, i.e. it belongs to a deposed leader.
+    pub(crate) fn observe(&mut self, leader: LeaderKey) -> bool {
+        match self.highest {
+            Some(h) if leader < h => false,
+            _ => {
+                self.highest = Some(leader);
+                true
+            }
+        }
+    }
+
+    /// Decides on a dispatch; on `Accept` the attempt is recorded and the leader id raised.
+    pub(crate) fn admit_dispatch(&mut self, leader: Option<LeaderKey>, key: AttemptKey) -> Admission {
+        let Some(leader) = leader else {
+            return Admission::NoLeader;
+        };
+        if let Some(highest) = self.highest.filter(|h| leader < *h) {
+            return Admission::StaleLeader { highest };
+        }
+        if !self.accepted.insert(key) {
+            return Admission::Duplicate;
+        }
+        self.highest = Some(leader);
+        Admission::Accept
+    }
+
+    /// Whether a stop from `leader` is obeyed (raising the highest leader id if so).
+    pub(crate) fn admit_stop(&mut self, leader: Option<LeaderKey>) -> bool {
+        match leader {
+            Some(l) => self.observe(l),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(term: u64, node_id: u64) -> Option<LeaderKey> {
+        Some(LeaderKey { term, node_id })
+    }
+
+    fn key(instance_id: u64, attempt: u32) -> AttemptKey {
+        AttemptKey { instance_id, attempt }
+    }
+
+    #[test]
+    fn leader_ids_order_by_term_then_node() {
+        let a = LeaderKey { term: 2, node_id: 9 };
+        let b = LeaderKey { term: 3, node_id: 1 };
+        let c = LeaderKey { term: 3, node_id: 2 };
+        assert!(a < b && b < c);
+    }
+
+    #[test]
+    fn lower_leader_is_refused_equal_and_higher_accepted() {
+        let mut f = Fence::default();
+        assert_eq!(f.admit_dispatch(leader(3, 2), key(1, 1)), Admission::Accept);
+        // Same term, lower node id: a different (older) leader in openraft's advanced mode.
+        assert_eq!(
+            f.admit_dispatch(leader(3, 1), key(2, 1)),
+            Admission::StaleLeader {
+                highest: LeaderKey { term: 3, node_id: 2 }
+            }
+        );
+        assert_eq!(
+            f.admit_dispatch(leader(2, 9), key(2, 1)),
+            Admission::StaleLeader {
+                highest: LeaderKey { term: 3, node_id: 2 }
+            }
+        );
+        assert_eq!(f.admit_dispatch(leader(3, 2), key(2, 1)), Admission::Accept);
+        assert_eq!(f.admit_dispatch(leader(4, 1), key(3, 1)), Admission::Accept);
+        assert_eq!(f.highest(), Some(LeaderKey { term: 4, node_id: 1 }));
+        // A stale dispatch must not have been recorded as accepted: the same attempt
+        // from a current leader still runs.
+        assert_eq!(f.admit_dispatch(leader(4, 1), key(9, 1)), Admission::Accept);
+    }
+
+    #[test]
+    fn an_attempt_runs_once_even_from_a_newer_leader() {
+        let mut f = Fence::default();
+        assert_eq!(f.admit_dispatch(leader(1, 1), key(7, 1)), Admission::Accept);
+        assert_eq!(f.admit_dispatch(leader(1, 1), key(7, 1)), Admission::Duplicate);
+        assert_eq!(f.admit_dispatch(leader(5, 3), key(7, 1)), Admission::Duplicate);
+        // A new attempt of the same instance is a different unit of work.
+        assert_eq!(f.admit_dispatch(leader(5, 3), key(7, 2)), Admission::Accept);
+    }
+
+    #[test]
+    fn dispatch_without_leader_is_refused_and_not_recorded() {
+        let mut f = Fence::default();
+        assert_eq!(f.admit_dispatch(None, key(1, 1)), Admission::NoLeader);
+        assert_eq!(f.admit_dispatch(leader(1, 1), key(1, 1)), Admission::Accept);
+    }
+
+    #[test]
+    fn observe_and_stop_follow_the_same_order() {
+        let mut f = Fence::default();
+        assert!(f.observe(LeaderKey { term: 5, node_id: 1 }));
+        assert!(!f.observe(LeaderKey { term: 4, node_id: 3 }));
+        assert!(!f.admit_stop(leader(4, 9)));
+        assert!(!f.admit_stop(None));
+        assert!(f.admit_stop(leader(5, 1)));
+        assert!(f.admit_stop(leader(6, 1)));
+        assert_eq!(f.highest(), Some(LeaderKey { term: 6, node_id: 1 }));
+    }
+}
