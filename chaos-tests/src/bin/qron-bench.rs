@@ -4,12 +4,20 @@
 //! * `qron-bench failover [--runs 10]`: SIGKILL the leader of a three-node
 //!   cluster and time until a surviving node's `GET /api/v1/cluster` names a new
 //!   leader that agrees it leads; the killed node is restarted between runs.
+//! * `qron-bench worker-failover [--runs 10]`: three servers and two workers;
+//!   SIGKILL the leader, then time until both workers are connected to the new
+//!   leader, and until a run-now instance submitted right after the kill (retried
+//!   until a node accepts it) starts on a worker.
+//! * `qron-bench run-latency [--count 200]`: run-now latency, from the API call
+//!   to the processor's start on the worker (its RUNNING time).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use qron_chaos_tests::{eventually, ClusterOptions, TestCluster};
+use qron_proto::api::{InstanceView, JobView, WorkerList};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(name = "qron-bench", about = "qron benchmarks; run by hand, figures one per line")]
@@ -26,12 +34,26 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Time from leader SIGKILL until the workers are connected to the new leader
+    /// and the next instance is dispatched.
+    WorkerFailover {
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+    /// Run-now latency: API call to processor start.
+    RunLatency {
+        /// Instances to run, one every 20 ms.
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Failover { runs } => failover(runs).await,
+        Bench::WorkerFailover { runs } => worker_failover(runs).await,
+        Bench::RunLatency { count } => run_latency(count).await,
     }
 }
 
@@ -78,6 +100,142 @@ async fn failover(runs: usize) -> anyhow::Result<()> {
         median,
         samples.first().map(|d| ms(*d)).unwrap_or(0.0),
         samples.last().map(|d| ms(*d)).unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+fn epoch_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// p-th percentile (0..=100) of sorted samples, nearest rank.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Three servers, two workers, app `bench` and a shell job `true`; returns the job id.
+async fn worker_cluster() -> anyhow::Result<(TestCluster, u64)> {
+    let mut c = TestCluster::start(3, ClusterOptions {
+        log: "warn".into(),
+        ..ClusterOptions::default()
+    })?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    c.post_ok(leader, "/api/v1/apps", &json!({"name": "bench", "secret": "s"})).await?;
+    let job: JobView = serde_json::from_value(
+        c.post_ok(
+            leader,
+            "/api/v1/jobs",
+            &json!({"app": "bench", "name": "noop", "schedule": {"type": "api"},
+                    "processor": {"type": "shell", "script": "true"}}),
+        )
+        .await?,
+    )?;
+    for w in ["w1", "w2"] {
+        c.spawn_worker(w, "bench", "s", &["--max-concurrency", "64"])?;
+    }
+    wait_workers(&c, leader).await?;
+    Ok((c, job.id))
+}
+
+async fn wait_workers(c: &TestCluster, leader: u64) -> anyhow::Result<()> {
+    eventually(Duration::from_secs(30), "both workers connected", || async {
+        let l: WorkerList = c.get(leader, "/api/v1/workers").await.ok()?;
+        (l.workers.iter().filter(|w| w.connected).count() == 2).then_some(())
+    })
+    .await
+}
+
+async fn instance_started(c: &TestCluster, id: u64, timeout: Duration) -> anyhow::Result<i64> {
+    eventually(timeout, "the instance to start", || async {
+        for node in c.running() {
+            if let Ok(i) = c.get::<InstanceView>(node, &format!("/api/v1/instances/{id}?stale=true")).await {
+                if let Some(t) = i.started_at_ms {
+                    return Some(t);
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
+async fn worker_failover(runs: usize) -> anyhow::Result<()> {
+    let (mut c, job) = worker_cluster().await?;
+    let (mut connected, mut dispatched) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let leader = c.wait_leader(Duration::from_secs(20)).await?;
+        wait_workers(&c, leader).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let killed_at = epoch_ms();
+        let t0 = Instant::now();
+        c.kill(leader)?;
+        // Submit the next instance as soon as any node accepts it.
+        let id = eventually(Duration::from_secs(20), "a node to accept run-now", || async {
+            for node in c.running() {
+                let (status, v) = c
+                    .send(node, reqwest::Method::POST, &format!("/api/v1/jobs/{job}/run"), Some(&json!({})))
+                    .await
+                    .ok()?;
+                if status == 201 {
+                    return v["id"].as_u64();
+                }
+            }
+            None
+        })
+        .await?;
+        let new_leader = c.wait_leader(Duration::from_secs(20)).await?;
+        wait_workers(&c, new_leader).await?;
+        let conn_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let started = instance_started(&c, id, Duration::from_secs(30)).await?;
+        let disp_ms = started as f64 - killed_at;
+        println!("worker-failover run {run}: leader {leader} -> {new_leader}: workers connected {conn_ms:.0} ms, next dispatch started {disp_ms:.0} ms after the kill");
+        connected.push(conn_ms);
+        dispatched.push(disp_ms);
+        c.restart(leader)?;
+        c.wait_converged(Duration::from_secs(20)).await?;
+    }
+    for (what, mut v) in [("workers connected", connected), ("next dispatch", dispatched)] {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "worker-failover {what}: runs={} median_ms={:.0} max_ms={:.0}",
+            v.len(),
+            percentile(&v, 50.0),
+            v.last().copied().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+async fn run_latency(count: usize) -> anyhow::Result<()> {
+    let (c, job) = worker_cluster().await?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let mut sent = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = epoch_ms();
+        let v = c.post_ok(leader, &format!("/api/v1/jobs/{job}/run"), &json!({})).await?;
+        let id = v["id"].as_u64().context("run-now answered no id")?;
+        sent.push((id, t));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut lat = Vec::with_capacity(count);
+    for (id, t) in sent {
+        let started = instance_started(&c, id, Duration::from_secs(30)).await?;
+        lat.push(started as f64 - t);
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "run-latency (API call -> processor start): count={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
+        lat.len(),
+        percentile(&lat, 50.0),
+        percentile(&lat, 99.0),
+        lat.last().copied().unwrap_or(0.0)
     );
     Ok(())
 }
