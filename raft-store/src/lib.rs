@@ -18,6 +18,7 @@ pub mod command;
 pub mod instance;
 pub mod log_store;
 pub mod model;
+pub mod schedule;
 pub mod snapshot_file;
 pub mod state;
 pub mod state_machine;
