@@ -99,6 +99,16 @@ pub enum Command {
         instance: InstanceId,
         now_ms: i64,
     },
+    /// A schedule fired for `fire_time_ms` (rule 3: a no-op unless newer than the
+    /// job's last fire). With `skip`, the fire is recorded as skipped (misfire
+    /// policy) instead of creating a runnable instance; a fire over the job's
+    /// `max_instances` is recorded as skipped too.
+    Fire {
+        job: JobId,
+        fire_time_ms: i64,
+        now_ms: i64,
+        skip: Option<String>,
+    },
     /// Several commands in one log entry (one fsync, one round trip); each answers on its own.
     Batch {
         commands: Vec<Command>,
@@ -137,6 +147,8 @@ pub enum Reply {
         appended: bool,
     },
     Batch(Vec<Result<Reply, CommandError>>),
+    /// A fire not newer than the job's last: nothing happened.
+    FireIgnored,
 }
 
 /// The state machine's answer to one log entry.

@@ -95,6 +95,10 @@ pub struct Instance {
     pub worker: Option<String>,
     pub params: String,
     pub created_at_ms: i64,
+    /// The scheduled fire time, for instances a schedule fired: the worker starts
+    /// it at this instant (dispatch goes out ahead of it).
+    #[serde(default)]
+    pub fire_time_ms: Option<i64>,
     /// Do not dispatch before this (retry back-off).
     pub not_before_ms: i64,
     pub assigned_at_ms: Option<i64>,

@@ -35,6 +35,9 @@ pub struct Job {
     pub updated_at_ms: i64,
     /// Newest fire time recorded (rule 3: a fire not newer than this is a no-op).
     pub last_fire_ms: Option<i64>,
+    /// The instance of the newest fire (fixed delay chains from its end).
+    #[serde(default)]
+    pub last_fired_instance: Option<crate::instance::InstanceId>,
 }
 
 impl Job {

@@ -76,10 +76,7 @@ impl Plan {
     /// validation messages (a stored job always validates).
     pub fn new(spec: &JobSpec, created_at_ms: i64) -> Result<Plan, String> {
         let (timer, window_tz) = match &spec.schedule {
-            Schedule::Cron {
-                expression,
-                time_zone,
-            } => {
+            Schedule::Cron { expression, time_zone } => {
                 let tz = parse_time_zone(time_zone)?;
                 let hour_fixed = hour_field(expression).is_some_and(|h| !h.contains('*') && !h.contains('/'));
                 (
@@ -161,8 +158,12 @@ impl Plan {
     }
 
     fn in_window(&self, t_ms: i64) -> bool {
-        let Some((start, end, weekdays)) = &self.window else { return true };
-        let Some(utc) = DateTime::<Utc>::from_timestamp_millis(t_ms) else { return false };
+        let Some((start, end, weekdays)) = &self.window else {
+            return true;
+        };
+        let Some(utc) = DateTime::<Utc>::from_timestamp_millis(t_ms) else {
+            return false;
+        };
         let local = utc.with_timezone(&self.window_tz);
         let secs = local.num_seconds_from_midnight();
         use chrono::Datelike;
@@ -291,7 +292,10 @@ mod tests {
 
     fn cron_fires(expr: &str, tz: &str, after: &str, n: usize) -> Vec<String> {
         let plan = Plan::new(
-            &spec(serde_json::json!({"type": "cron", "expression": expr, "time_zone": tz}), serde_json::json!({})),
+            &spec(
+                serde_json::json!({"type": "cron", "expression": expr, "time_zone": tz}),
+                serde_json::json!({}),
+            ),
             0,
         )
         .expect("plan");
@@ -303,7 +307,11 @@ mod tests {
     fn cron_with_seconds_in_a_time_zone() {
         assert_eq!(
             cron_fires("*/20 * * * * *", "Asia/Tokyo", "2026-01-01T00:00:05Z", 3),
-            ["2026-01-01 09:00:20 JST", "2026-01-01 09:00:40 JST", "2026-01-01 09:01:00 JST"]
+            [
+                "2026-01-01 09:00:20 JST",
+                "2026-01-01 09:00:40 JST",
+                "2026-01-01 09:01:00 JST"
+            ]
         );
         // 5 fields: second 0.
         assert_eq!(
@@ -317,7 +325,11 @@ mod tests {
         // New York, 2026-03-08: 02:00 EST jumps to 03:00 EDT.
         assert_eq!(
             cron_fires("0 30 2 * * *", "America/New_York", "2026-03-07T12:00:00Z", 3),
-            ["2026-03-08 03:00:00 EDT", "2026-03-09 02:30:00 EDT", "2026-03-10 02:30:00 EDT"]
+            [
+                "2026-03-08 03:00:00 EDT",
+                "2026-03-09 02:30:00 EDT",
+                "2026-03-10 02:30:00 EDT"
+            ]
         );
         assert_eq!(
             cron_fires("0 */30 * * * *", "America/New_York", "2026-03-08T06:15:00Z", 4),
@@ -358,7 +370,10 @@ mod tests {
     #[test]
     fn fixed_rate_stays_aligned_to_its_start() {
         let plan = Plan::new(
-            &spec(serde_json::json!({"type": "fixed_rate", "interval_ms": 1000, "start_at_ms": 10_500}), serde_json::json!({})),
+            &spec(
+                serde_json::json!({"type": "fixed_rate", "interval_ms": 1000, "start_at_ms": 10_500}),
+                serde_json::json!({}),
+            ),
             0,
         )
         .expect("plan");
@@ -372,10 +387,20 @@ mod tests {
 
     #[test]
     fn fixed_delay_chains_from_the_previous_end() {
-        let plan = Plan::new(&spec(serde_json::json!({"type": "fixed_delay", "delay_ms": 250}), serde_json::json!({})), 0)
-            .expect("plan");
+        let plan = Plan::new(
+            &spec(
+                serde_json::json!({"type": "fixed_delay", "delay_ms": 250}),
+                serde_json::json!({}),
+            ),
+            0,
+        )
+        .expect("plan");
         assert_eq!(plan.next_after(1_000), Some(1_250));
-        assert_eq!(plan.next_fires(1_000, 5), [1_250], "later fires depend on when instances end");
+        assert_eq!(
+            plan.next_fires(1_000, 5),
+            [1_250],
+            "later fires depend on when instances end"
+        );
         assert!(!plan.is_periodic());
     }
 

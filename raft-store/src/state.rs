@@ -38,6 +38,10 @@ pub struct State {
     pub logs: BTreeMap<InstanceId, InstanceLog>,
     /// The id the next created instance gets.
     pub next_instance_id: u64,
+    /// Bumped by every change to a job's definition (create, update, delete,
+    /// enable): the leader's time wheel rebuilds when it moves.
+    #[serde(default)]
+    pub job_epoch: u64,
 }
 
 /// The part of the state a digest covers: the domain data, not openraft's
@@ -93,7 +97,9 @@ impl State {
                     created_at_ms: *now_ms,
                     updated_at_ms: *now_ms,
                     last_fire_ms: None,
+                    last_fired_instance: None,
                 };
+                self.job_epoch += 1;
                 self.jobs.insert(id, job.clone());
                 self.job_names.insert(name_key(&spec.app, &spec.name), id);
                 Ok(Reply::Job(Box::new(job)))
@@ -118,11 +124,13 @@ impl State {
                 self.job_names.insert(name_key(&spec.app, &spec.name), *id);
                 job.spec = spec.clone();
                 job.updated_at_ms = *now_ms;
+                self.job_epoch += 1;
                 Ok(Reply::Job(Box::new(job.clone())))
             }
             Command::DeleteJob { id } => {
                 let job = self.jobs.remove(id).ok_or_else(|| not_found(*id))?;
                 self.job_names.remove(&name_key(&job.spec.app, &job.spec.name));
+                self.job_epoch += 1;
                 Ok(Reply::JobDeleted { id: *id })
             }
             Command::SetJobEnabled { id, enabled, now_ms } => {
@@ -130,6 +138,7 @@ impl State {
                 if job.spec.enabled != *enabled {
                     job.spec.enabled = *enabled;
                     job.updated_at_ms = *now_ms;
+                    self.job_epoch += 1;
                 }
                 Ok(Reply::Job(Box::new(job.clone())))
             }
@@ -157,6 +166,7 @@ impl State {
                     worker: None,
                     params: params.clone(),
                     created_at_ms: *now_ms,
+                    fire_time_ms: None,
                     not_before_ms: 0,
                     assigned_at_ms: None,
                     started_at_ms: None,
@@ -298,6 +308,12 @@ impl State {
                     i.reason = "retried by an operator".into();
                 })
             }
+            Command::Fire {
+                job,
+                fire_time_ms,
+                now_ms,
+                skip,
+            } => self.fire(*job, *fire_time_ms, *now_ms, skip.as_deref()),
             Command::Batch { commands } => {
                 let mut out = Vec::with_capacity(commands.len());
                 for c in commands {
@@ -310,6 +326,74 @@ impl State {
                 Ok(Reply::Batch(out))
             }
         }
+    }
+
+    fn fire(
+        &mut self,
+        job_id: JobId,
+        fire_time_ms: i64,
+        now_ms: i64,
+        skip: Option<&str>,
+    ) -> Result<Reply, CommandError> {
+        let job = self.job(job_id)?;
+        if job.last_fire_ms.is_some_and(|last| fire_time_ms <= last) {
+            return Ok(Reply::FireIgnored);
+        }
+        if !job.spec.enabled {
+            return Err(CommandError::Conflict(format!("job {job_id} is disabled")));
+        }
+        let (app, max_attempt, max_instances) = (
+            job.spec.app.clone(),
+            job.spec.instance_retries.saturating_add(1),
+            job.spec.max_instances,
+        );
+        let skip_reason = match skip {
+            Some(r) => Some(format!("skipped: {r}")),
+            None if max_instances > 0 => {
+                let running = self
+                    .active
+                    .iter()
+                    .filter(|id| self.instances.get(id).is_some_and(|i| i.job_id == job_id))
+                    .count();
+                (running >= max_instances as usize)
+                    .then(|| format!("skipped: {running} instances active, max_instances is {max_instances}"))
+            }
+            None => None,
+        };
+        self.next_instance_id += 1;
+        let id = InstanceId(self.next_instance_id);
+        let (status, reason) = match skip_reason {
+            Some(r) => (InstanceStatus::Canceled, r),
+            None => (InstanceStatus::WaitingDispatch, "fired by its schedule".to_owned()),
+        };
+        let inst = Instance {
+            id,
+            job_id,
+            app,
+            status,
+            attempt: 0,
+            max_attempt,
+            worker: None,
+            params: String::new(),
+            created_at_ms: now_ms,
+            fire_time_ms: Some(fire_time_ms),
+            not_before_ms: 0,
+            assigned_at_ms: None,
+            started_at_ms: None,
+            finished_at_ms: (status == InstanceStatus::Canceled).then_some(now_ms),
+            result: String::new(),
+            exit_code: None,
+            reason,
+        };
+        self.instances.insert(id, inst.clone());
+        if !status.is_terminal() {
+            self.active.insert(id);
+        }
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.last_fire_ms = Some(fire_time_ms);
+            job.last_fired_instance = Some(id);
+        }
+        Ok(Reply::Instance(Box::new(inst)))
     }
 
     /// Looks an instance up by id.

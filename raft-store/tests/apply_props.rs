@@ -87,7 +87,13 @@ fn instance_command() -> impl Strategy<Value = Command> {
         }),
         (inst.clone(), now.clone()).prop_map(|(instance, now_ms)| Command::StopInstance { instance, now_ms }),
         (inst.clone(), now.clone()).prop_map(|(instance, now_ms)| Command::CancelInstance { instance, now_ms }),
-        (inst, now).prop_map(|(instance, now_ms)| Command::RetryInstance { instance, now_ms }),
+        (inst, now.clone()).prop_map(|(instance, now_ms)| Command::RetryInstance { instance, now_ms }),
+        (1u64..5, 0i64..20, now, any::<bool>()).prop_map(|(j, t, now_ms, skip)| Command::Fire {
+            job: JobId(j),
+            fire_time_ms: t * 1_000,
+            now_ms,
+            skip: skip.then(|| "misfire".to_owned()),
+        }),
     ]
 }
 

@@ -190,3 +190,81 @@ fn logs_are_idempotent_capped_and_marked() {
     assert!(l.text.starts_with("hello\nworld\nxxxx"));
     assert!(l.text.contains("[log truncated at 30 bytes]"));
 }
+
+fn fire(s: &mut State, t: i64, skip: Option<&str>) -> Result<Reply, CommandError> {
+    s.apply(&Command::Fire {
+        job: JobId(1),
+        fire_time_ms: t,
+        now_ms: t - 400,
+        skip: skip.map(str::to_owned),
+    })
+    .0
+}
+
+#[test]
+fn fires_are_idempotent_per_fire_time_and_record_skips() {
+    let mut s = setup(0);
+    let first = fire(&mut s, 1_000, None).expect("fire");
+    let Reply::Instance(i) = first else { panic!("{first:?}") };
+    assert_eq!(i.fire_time_ms, Some(1_000));
+    assert_eq!(i.status, InstanceStatus::WaitingDispatch);
+    let before = s.clone();
+    assert_eq!(
+        fire(&mut s, 1_000, None),
+        Ok(Reply::FireIgnored),
+        "same fire time again"
+    );
+    assert_eq!(fire(&mut s, 900, None), Ok(Reply::FireIgnored), "older fire time");
+    assert_eq!(before, s, "an ignored fire changed the state");
+    assert_eq!(s.jobs[&JobId(1)].last_fire_ms, Some(1_000));
+
+    let Ok(Reply::Instance(skipped)) = fire(&mut s, 2_000, Some("misfire")) else {
+        panic!()
+    };
+    assert_eq!(skipped.status, InstanceStatus::Canceled);
+    assert!(skipped.reason.starts_with("skipped: misfire"), "{}", skipped.reason);
+    assert_eq!(s.jobs[&JobId(1)].last_fire_ms, Some(2_000));
+}
+
+#[test]
+fn a_fire_over_max_instances_is_recorded_as_skipped() {
+    let mut s = setup(0);
+    let mut spec = s.jobs[&JobId(1)].spec.clone();
+    spec.max_instances = 1;
+    s.apply(&Command::UpdateJob {
+        id: JobId(1),
+        spec,
+        now_ms: 5,
+    })
+    .0
+    .expect("update");
+    // The run-now instance of `setup` is still waiting: it counts.
+    let Ok(Reply::Instance(i)) = fire(&mut s, 1_000, None) else {
+        panic!()
+    };
+    assert_eq!(i.status, InstanceStatus::Canceled);
+    assert!(i.reason.contains("max_instances is 1"), "{}", i.reason);
+    s.apply(&Command::CancelInstance { instance: I, now_ms: 6 })
+        .0
+        .expect("cancel");
+    let Ok(Reply::Instance(i)) = fire(&mut s, 2_000, None) else {
+        panic!()
+    };
+    assert_eq!(i.status, InstanceStatus::WaitingDispatch);
+}
+
+#[test]
+fn a_disabled_job_does_not_fire() {
+    let mut s = setup(0);
+    s.apply(&Command::SetJobEnabled {
+        id: JobId(1),
+        enabled: false,
+        now_ms: 5,
+    })
+    .0
+    .expect("disable");
+    let epoch = s.job_epoch;
+    assert!(matches!(fire(&mut s, 1_000, None), Err(CommandError::Conflict(_))));
+    assert_eq!(s.jobs[&JobId(1)].last_fire_ms, None);
+    assert_eq!(s.job_epoch, epoch, "a refused fire is not a job change");
+}

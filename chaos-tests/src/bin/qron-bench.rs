@@ -122,12 +122,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Three servers, two workers, app `bench` and a shell job `true`; returns the job id.
 async fn worker_cluster() -> anyhow::Result<(TestCluster, u64)> {
-    let mut c = TestCluster::start(3, ClusterOptions {
-        log: "warn".into(),
-        ..ClusterOptions::default()
-    })?;
+    let mut c = TestCluster::start(
+        3,
+        ClusterOptions {
+            log: "warn".into(),
+            ..ClusterOptions::default()
+        },
+    )?;
     let leader = c.wait_leader(Duration::from_secs(20)).await?;
-    c.post_ok(leader, "/api/v1/apps", &json!({"name": "bench", "secret": "s"})).await?;
+    c.post_ok(leader, "/api/v1/apps", &json!({"name": "bench", "secret": "s"}))
+        .await?;
     let job: JobView = serde_json::from_value(
         c.post_ok(
             leader,
@@ -155,7 +159,10 @@ async fn wait_workers(c: &TestCluster, leader: u64) -> anyhow::Result<()> {
 async fn instance_started(c: &TestCluster, id: u64, timeout: Duration) -> anyhow::Result<i64> {
     eventually(timeout, "the instance to start", || async {
         for node in c.running() {
-            if let Ok(i) = c.get::<InstanceView>(node, &format!("/api/v1/instances/{id}?stale=true")).await {
+            if let Ok(i) = c
+                .get::<InstanceView>(node, &format!("/api/v1/instances/{id}?stale=true"))
+                .await
+            {
                 if let Some(t) = i.started_at_ms {
                     return Some(t);
                 }
@@ -180,7 +187,12 @@ async fn worker_failover(runs: usize) -> anyhow::Result<()> {
         let id = eventually(Duration::from_secs(20), "a node to accept run-now", || async {
             for node in c.running() {
                 let (status, v) = c
-                    .send(node, reqwest::Method::POST, &format!("/api/v1/jobs/{job}/run"), Some(&json!({})))
+                    .send(
+                        node,
+                        reqwest::Method::POST,
+                        &format!("/api/v1/jobs/{job}/run"),
+                        Some(&json!({})),
+                    )
                     .await
                     .ok()?;
                 if status == 201 {
@@ -219,7 +231,9 @@ async fn run_latency(count: usize) -> anyhow::Result<()> {
     let mut sent = Vec::with_capacity(count);
     for _ in 0..count {
         let t = epoch_ms();
-        let v = c.post_ok(leader, &format!("/api/v1/jobs/{job}/run"), &json!({})).await?;
+        let v = c
+            .post_ok(leader, &format!("/api/v1/jobs/{job}/run"), &json!({}))
+            .await?;
         let id = v["id"].as_u64().context("run-now answered no id")?;
         sent.push((id, t));
         tokio::time::sleep(Duration::from_millis(20)).await;
