@@ -129,7 +129,7 @@ impl Command {
             self,
             Command::Cluster(ClusterCommand::Status)
                 | Command::App(AppCommand::List)
-                | Command::Job(JobCommand::List { .. } | JobCommand::Get { .. })
+                | Command::Job(JobCommand::List { .. } | JobCommand::Get { .. } | JobCommand::NextFires { .. })
                 | Command::Instance(
                     InstanceCommand::List { .. } | InstanceCommand::Get { .. } | InstanceCommand::Logs { .. }
                 )
@@ -300,6 +300,25 @@ pub enum JobCommand {
         /// Parameters passed to the processor for this run (besides the job's own)
         #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
         params: Option<String>,
+    },
+
+    /// Show a job's next fire times, to check a schedule before trusting it
+    ///
+    /// Times are printed in the schedule's time zone, daylight-saving nights
+    /// included: pass --after to look at any date, e.g.
+    /// `qronctl job next-fires 3 --after 2026-03-08T00:00:00-05:00 --count 10`.
+    NextFires {
+        /// The job's id
+        #[arg(value_name = "ID")]
+        id: u64,
+
+        /// How many fire times to list
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+
+        /// List fires after this instant (RFC 3339); default now
+        #[arg(long, value_name = "TIME")]
+        after: Option<String>,
     },
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use qron_proto::api::{
     AddNodeRequest, AppList, AppView, ClusterView, CreateApp, InstanceList, InstanceLogView, InstanceView, JobList,
-    JobSpec, JobView, RunJobRequest, WorkerList,
+    JobSpec, JobView, NextFires, RunJobRequest, WorkerList,
 };
 use serde::Serialize;
 
@@ -165,6 +165,18 @@ async fn job(ctx: &Ctx, cmd: JobCommand) -> Result<()> {
         }
         JobCommand::Enable { id } => set_enabled(ctx, id, true).await,
         JobCommand::Disable { id } => set_enabled(ctx, id, false).await,
+        JobCommand::NextFires { id, count, after } => {
+            let count = count.to_string();
+            let mut query = vec![("count", count.as_str())];
+            if let Some(a) = after.as_deref() {
+                query.push(("after", a));
+            }
+            let view: NextFires = ctx
+                .client
+                .get(&format!("{}/next-fires", job_path(id)), &ctx.read_query(query))
+                .await?;
+            ctx.show(&view, output::next_fires)
+        }
         JobCommand::Run { id, params } => {
             let request = RunJobRequest {
                 params: params.unwrap_or_default(),

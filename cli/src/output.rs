@@ -393,6 +393,18 @@ pub fn instance_with_headline(view: &InstanceView) -> String {
 }
 
 /// `worker list`: one line per worker, by app then id.
+/// `job next-fires`: one fire time per line, in the schedule's zone.
+pub fn next_fires(view: &qron_proto::api::NextFires) -> String {
+    let mut out = format!("next fires of job {} ({}):\n", view.job_id, view.time_zone);
+    for f in &view.fires {
+        out.push_str(&format!("  {}\n", f.at));
+    }
+    if let Some(note) = &view.note {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    out
+}
+
 pub fn workers(workers: &[WorkerView]) -> String {
     let mut sorted: Vec<&WorkerView> = workers.iter().collect();
     sorted.sort_by(|a, b| (&a.app, &a.worker_id).cmp(&(&b.app, &b.worker_id)));
@@ -533,6 +545,7 @@ mod tests {
             max_attempt: 3,
             worker: Some("w-1".to_owned()),
             params: String::new(),
+            fire_time_ms: None,
             created_at_ms: 1_700_000_000_123,
             assigned_at_ms: Some(1_700_000_001_000),
             started_at_ms: Some(1_700_000_002_000),

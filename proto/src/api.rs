@@ -405,6 +405,9 @@ pub struct InstanceView {
     pub worker: Option<String>,
     pub params: String,
     pub created_at_ms: i64,
+    /// For instances a schedule fired: the fire time (the worker starts it then).
+    #[serde(default)]
+    pub fire_time_ms: Option<i64>,
     pub assigned_at_ms: Option<i64>,
     /// Worker clock.
     pub started_at_ms: Option<i64>,
@@ -433,6 +436,25 @@ pub struct InstanceLogView {
     pub truncated: bool,
     /// The instance is in a terminal status: no more output will come.
     pub finished: bool,
+}
+
+/// `GET /api/v1/jobs/{id}/next-fires?count=&after=`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NextFires {
+    pub job_id: u64,
+    /// The schedule's time zone (UTC unless a cron job names one).
+    pub time_zone: String,
+    pub fires: Vec<FireTime>,
+    /// Why the list is short or empty (API jobs, fixed delay, lifecycle end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FireTime {
+    pub at_ms: i64,
+    /// RFC 3339 in the schedule's time zone.
+    pub at: String,
 }
 
 // ---------------------------------------------------------------- workers

@@ -103,6 +103,17 @@ pub struct Args {
     #[arg(long, env = "QRON_MAX_LOG_BYTES")]
     pub max_log_bytes: Option<u64>,
 
+    /// Scheduled fires due within this many milliseconds are committed and sent to
+    /// workers ahead of time; workers start them on the dot [default: 500].
+    #[arg(long, env = "QRON_FIRE_HORIZON_MS")]
+    pub fire_horizon_ms: Option<u64>,
+
+    /// A fire found this many milliseconds past its time (the cluster was down or
+    /// leaderless) is a misfire and the job's misfire policy applies; later ones
+    /// just run late [default: 5000].
+    #[arg(long, env = "QRON_MISFIRE_THRESHOLD_MS")]
+    pub misfire_threshold_ms: Option<u64>,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `qron_server=debug` [default: info].
     #[arg(long, env = "QRON_LOG")]
     pub log: Option<String>,
@@ -128,6 +139,8 @@ pub struct Config {
     pub failover_grace: Duration,
     pub worker_heartbeat: Duration,
     pub max_log_bytes: u64,
+    pub fire_horizon: Duration,
+    pub misfire_threshold: Duration,
     pub log: String,
 }
 
@@ -167,6 +180,8 @@ impl Args {
             failover_grace_ms,
             worker_heartbeat_ms,
             max_log_bytes,
+            fire_horizon_ms,
+            misfire_threshold_ms,
             log
         ))
     }
@@ -241,6 +256,8 @@ impl Args {
             failover_grace: Duration::from_millis(self.failover_grace_ms.unwrap_or(5_000)),
             worker_heartbeat: Duration::from_millis(worker_heartbeat),
             max_log_bytes: self.max_log_bytes.unwrap_or(1024 * 1024),
+            fire_horizon: Duration::from_millis(self.fire_horizon_ms.unwrap_or(500)),
+            misfire_threshold: Duration::from_millis(self.misfire_threshold_ms.unwrap_or(5_000)),
             log: self.log.unwrap_or_else(|| "info".to_owned()),
         })
     }

@@ -1,6 +1,6 @@
 //! The one place that follows openraft's metrics to start and stop leader-only
 //! work (STYLE 7): when this node becomes leader (with a fresh quorum ack) the
-//! dispatcher starts; when it stops leading, or its quorum ack is older than the
+//! scheduler and the dispatcher start; when it stops leading, or its quorum ack is older than the
 //! lease (rule 8: openraft keeps saying Leader when cut off), the dispatcher
 //! stops and every worker stream is told NotLeader.
 
@@ -13,6 +13,7 @@ use qron_raft_store::{NodeId, Raft, SharedState};
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::{dispatcher, Dispatch, Leadership};
+use crate::scheduler::{self, SchedulerConfig};
 
 /// Re-checks the lease at least this often (metrics do not change while a cut-off leader waits).
 const RECHECK: Duration = Duration::from_millis(50);
@@ -23,6 +24,7 @@ pub async fn watch(
     d: Arc<Dispatch>,
     me: NodeId,
     lease: Duration,
+    sched: SchedulerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut rx = raft.metrics();
@@ -63,8 +65,21 @@ pub async fn watch(
                 leader,
                 token: token.clone(),
             });
-            tracing::info!(term = leader.term, "leading: starting the dispatcher");
-            tokio::spawn(dispatcher::run(raft.clone(), state.clone(), d.clone(), leader, token));
+            tracing::info!(term = leader.term, "leading: starting the scheduler and the dispatcher");
+            tokio::spawn(dispatcher::run(
+                raft.clone(),
+                state.clone(),
+                d.clone(),
+                leader,
+                token.clone(),
+            ));
+            tokio::spawn(scheduler::run(
+                raft.clone(),
+                state.clone(),
+                d.clone(),
+                sched.clone(),
+                token,
+            ));
             current = Some(leader);
         }
         tokio::select! {

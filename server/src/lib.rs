@@ -12,3 +12,4 @@ pub mod leadership;
 pub mod node;
 pub mod peers;
 pub mod raft;
+pub mod scheduler;

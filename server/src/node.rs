@@ -29,6 +29,7 @@ use crate::peers::Peers;
 use crate::raft::network::{raft_client, NetworkFactory};
 use crate::raft::service::RaftRpc;
 use crate::raft::MAX_MESSAGE_BYTES;
+use crate::scheduler::SchedulerConfig;
 
 /// How often peers are asked for their HTTP address (and counted reachable).
 const PEER_POLL: Duration = Duration::from_secs(1);
@@ -72,6 +73,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         failover_grace: cfg.failover_grace,
         heartbeat_interval: cfg.worker_heartbeat,
         max_log_bytes: cfg.max_log_bytes,
+        horizon: cfg.fire_horizon,
     }));
     let api_state = Arc::new(ApiState::new(
         cfg.node_id,
@@ -144,6 +146,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         dispatch,
         cfg.node_id,
         cfg.election_timeout_max,
+        SchedulerConfig {
+            horizon: cfg.fire_horizon,
+            misfire_threshold: cfg.misfire_threshold,
+            tick: Duration::from_millis(20),
+        },
         shutdown.clone(),
     ));
 

@@ -30,6 +30,7 @@ pub fn view(i: &Instance) -> InstanceView {
         worker: i.worker.clone(),
         params: i.params.clone(),
         created_at_ms: i.created_at_ms,
+        fire_time_ms: i.fire_time_ms,
         assigned_at_ms: i.assigned_at_ms,
         started_at_ms: i.started_at_ms,
         finished_at_ms: i.finished_at_ms,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use qron_proto::api::{JobList, JobSpec, JobView};
+use qron_proto::api::{FireTime, JobList, JobSpec, JobView, NextFires, Schedule};
+use qron_raft_store::schedule::{Plan, Timer};
 use qron_raft_store::{Command, JobId, Reply};
 use serde::Deserialize;
 
@@ -118,4 +119,85 @@ pub async fn enable(State(app): State<Arc<ApiState>>, ApiPath(id): ApiPath<u64>)
 /// `POST /api/v1/jobs/{id}/disable`.
 pub async fn disable(State(app): State<Arc<ApiState>>, ApiPath(id): ApiPath<u64>) -> Result<Json<JobView>, ApiError> {
     set_enabled(&app, id, false).await
+}
+
+/// Most fire times one `next-fires` call lists.
+const MAX_NEXT_FIRES: usize = 1_000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NextFiresParams {
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// RFC 3339; default now.
+    #[serde(default)]
+    pub after: Option<String>,
+    #[serde(default)]
+    pub stale: bool,
+}
+
+/// `GET /api/v1/jobs/{id}/next-fires?count=5&after=RFC3339`: check a schedule before trusting it.
+pub async fn next_fires(
+    State(app): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<u64>,
+    ApiQuery(q): ApiQuery<NextFiresParams>,
+) -> Result<Json<NextFires>, ApiError> {
+    let count = q.count.unwrap_or(5);
+    if count == 0 || count > MAX_NEXT_FIRES {
+        return Err(ApiError::BadRequest(format!("count must be 1 to {MAX_NEXT_FIRES}")));
+    }
+    let after = match &q.after {
+        None => now_ms(),
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "after {t:?} is not RFC 3339 (e.g. 2026-03-08T01:00:00-05:00): {e}"
+                ))
+            })?
+            .timestamp_millis(),
+    };
+    app.read_barrier(q.stale).await?;
+    let (spec, created, last_end) = {
+        let state = app.state.read();
+        let job = state.job(JobId(id))?;
+        let last_end = job
+            .last_fired_instance
+            .and_then(|i| state.instances.get(&i))
+            .and_then(|i| i.finished_at_ms);
+        (job.spec.clone(), job.created_at_ms, last_end)
+    };
+    let plan = Plan::new(&spec, created).map_err(ApiError::BadRequest)?;
+    let tz: chrono_tz::Tz = match &spec.schedule {
+        Schedule::Cron { time_zone, .. } => time_zone.parse().unwrap_or(chrono_tz::Tz::UTC),
+        _ => chrono_tz::Tz::UTC,
+    };
+    let (from, note) = match plan.timer {
+        Timer::Never => (
+            after,
+            Some("this job is not fired by time (API or workflow)".to_owned()),
+        ),
+        Timer::FixedDelay { .. } => (
+            last_end.unwrap_or(created),
+            Some("fixed delay: each fire follows the end of the previous instance; only the next is known".to_owned()),
+        ),
+        _ => (after, None),
+    };
+    let fires: Vec<FireTime> = plan
+        .next_fires(from, count)
+        .into_iter()
+        .filter_map(|t| {
+            let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t)?.with_timezone(&tz);
+            Some(FireTime {
+                at_ms: t,
+                at: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+            })
+        })
+        .collect();
+    let note = note.or_else(|| (fires.len() < count).then(|| "the lifecycle or window ends the schedule".to_owned()));
+    Ok(Json(NextFires {
+        job_id: id,
+        time_zone: tz.name().to_owned(),
+        fires,
+        note,
+    }))
 }

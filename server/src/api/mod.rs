@@ -189,6 +189,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/jobs/{id}/enable", post(jobs::enable))
         .route("/jobs/{id}/disable", post(jobs::disable))
         .route("/jobs/{id}/run", post(instances::run))
+        .route("/jobs/{id}/next-fires", get(jobs::next_fires))
         .route("/instances", get(instances::list))
         .route("/instances/{id}", get(instances::get))
         .route("/instances/{id}/stop", post(instances::stop))

@@ -24,8 +24,10 @@ const MAX_BATCH: usize = 1_000;
 /// Rounds run at least this often even when nothing wakes the dispatcher.
 const TICK: Duration = Duration::from_millis(50);
 
-/// Builds the Dispatch message for an instance's current attempt.
+/// Builds the Dispatch message for an instance's current attempt. A scheduled
+/// instance whose fire time is still ahead starts at that time, by the worker's clock.
 pub fn dispatch_message(inst: &Instance, job: &JobSpec, leader: &LeaderId) -> ServerMessage {
+    let start_at_ms = inst.fire_time_ms.filter(|t| *t > now_ms()).unwrap_or(0);
     ServerMessage {
         msg: Some(server_message::Msg::Dispatch(DispatchMsg {
             instance_id: inst.id.0,
@@ -36,7 +38,7 @@ pub fn dispatch_message(inst: &Instance, job: &JobSpec, leader: &LeaderId) -> Se
             processor_json: serde_json::to_string(&job.processor).unwrap_or_default(),
             job_params: job.params.clone(),
             instance_params: inst.params.clone(),
-            start_at_ms: 0,
+            start_at_ms,
             timeout_ms: job.instance_timeout_ms,
         })),
     }
@@ -106,6 +108,7 @@ impl Round<'_> {
     async fn run_once(&mut self, token: &CancellationToken) {
         let now = now_ms();
         let grace_over = self.started.elapsed() >= self.d.cfg.failover_grace;
+        let horizon = self.d.cfg.horizon.as_millis() as i64;
         for w in self.d.registry.expire(self.d.cfg.worker_timeout) {
             tracing::warn!(worker = %w, timeout = ?self.d.cfg.worker_timeout, "worker timed out; its instances will be retried");
         }
@@ -118,7 +121,9 @@ impl Round<'_> {
                 let Some(inst) = s.instances.get(id) else { continue };
                 let job = s.jobs.get(&inst.job_id).map(|j| j.spec.clone());
                 match inst.status {
-                    InstanceStatus::WaitingDispatch if inst.not_before_ms <= now => {
+                    InstanceStatus::WaitingDispatch
+                        if inst.not_before_ms <= now && inst.fire_time_ms.is_none_or(|f| f - horizon <= now) =>
+                    {
                         waiting.push((inst.clone(), job));
                     }
                     InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running => {

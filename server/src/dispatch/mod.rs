@@ -31,6 +31,8 @@ pub struct DispatchConfig {
     pub heartbeat_interval: Duration,
     /// Per-instance log cap in bytes.
     pub max_log_bytes: u64,
+    /// Scheduled instances are dispatched this long before their fire time.
+    pub horizon: Duration,
 }
 
 /// This leadership's identity and its stop signal.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use qron_worker_agent::{default_worker_id, Agent, AgentConfig};
+use qron_worker_agent::{default_worker_id, processor_fn, Agent, AgentConfig, ProcessResult};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -115,7 +115,12 @@ fn main() -> ExitCode {
             tracing::info!("signal received; draining");
             signals.cancel();
         });
-        Agent::new(cfg).run(shutdown).await
+        // Built-in custom processor `noop` (succeeds at once): for smoke tests and
+        // benchmarks that measure qron, not the work.
+        Agent::new(cfg)
+            .with_processor("noop", processor_fn(|_ctx| async { ProcessResult::ok("") }))
+            .run(shutdown)
+            .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
