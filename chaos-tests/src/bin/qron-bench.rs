@@ -10,6 +10,9 @@
 //!   until a node accepts it) starts on a worker.
 //! * `qron-bench run-latency [--count 200]`: run-now latency, from the API call
 //!   to the processor's start on the worker (its RUNNING time).
+//! * `qron-bench lateness --jobs 1000 [--seconds 20]`: N fixed-rate jobs at 1 s
+//!   (no-op processor, two workers); trigger lateness = processor start on the
+//!   worker - scheduled fire time, over every fire of the run.
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,15 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Trigger lateness of N fixed-rate jobs at 1 s: processor start - fire time.
+    Lateness {
+        /// Fixed-rate jobs (1 s interval each).
+        #[arg(long, default_value_t = 1000)]
+        jobs: usize,
+        /// Seconds of firing measured.
+        #[arg(long, default_value_t = 20)]
+        seconds: i64,
+    },
     /// Run-now latency: API call to processor start.
     RunLatency {
         /// Instances to run, one every 20 ms.
@@ -54,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Failover { runs } => failover(runs).await,
         Bench::WorkerFailover { runs } => worker_failover(runs).await,
         Bench::RunLatency { count } => run_latency(count).await,
+        Bench::Lateness { jobs, seconds } => lateness(jobs, seconds).await,
     }
 }
 
@@ -142,7 +155,7 @@ async fn worker_cluster() -> anyhow::Result<(TestCluster, u64)> {
         .await?,
     )?;
     for w in ["w1", "w2"] {
-        c.spawn_worker(w, "bench", "s", &["--max-concurrency", "64"])?;
+        c.spawn_worker(w, "bench", "s", &["--max-concurrency", "4096"])?;
     }
     wait_workers(&c, leader).await?;
     Ok((c, job.id))
@@ -250,6 +263,115 @@ async fn run_latency(count: usize) -> anyhow::Result<()> {
         percentile(&lat, 50.0),
         percentile(&lat, 99.0),
         lat.last().copied().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+async fn lateness(jobs: usize, seconds: i64) -> anyhow::Result<()> {
+    use futures::stream::{self, StreamExt};
+    let (c, _) = worker_cluster().await?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    // Creation takes a while for many jobs: start firing once they all exist.
+    let created = Instant::now();
+    let t0_guess = (epoch_ms() as i64 / 1000 + 3600) * 1000;
+    let results: Vec<(usize, anyhow::Result<serde_json::Value>)> = stream::iter(0..jobs)
+        .map(|i| {
+            let c = &c;
+            async move {
+                let r = c
+                    .post_ok(
+                        leader,
+                        "/api/v1/jobs",
+                        &json!({"app": "bench", "name": format!("rate-{i}"),
+                            "schedule": {"type": "fixed_rate", "interval_ms": 1000, "start_at_ms": t0_guess},
+                            "processor": {"type": "custom", "name": "noop"}}),
+                    )
+                    .await;
+                (i, r)
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let ids: Vec<(usize, u64)> = results
+        .into_iter()
+        .map(|(i, r)| r.map(|v| (i, v["id"].as_u64().unwrap_or(0))))
+        .collect::<anyhow::Result<_>>()?;
+    println!(
+        "lateness: created {} jobs in {:.1} s",
+        ids.len(),
+        created.elapsed().as_secs_f64()
+    );
+    // Move every job's start to a common t0 a few seconds ahead, end after `seconds`.
+    let t0 = (epoch_ms() as i64 / 1000 + 5) * 1000 + (jobs as i64 / 1000) * 1000;
+    let results: Vec<anyhow::Result<(u16, serde_json::Value)>> = stream::iter(ids.iter().copied())
+        .map(|(i, id)| {
+            let c = &c;
+            async move {
+                c.send(
+                    leader,
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/jobs/{id}"),
+                    Some(&json!({"app": "bench", "name": format!("rate-{i}"),
+                            "schedule": {"type": "fixed_rate", "interval_ms": 1000, "start_at_ms": t0},
+                            "lifecycle": {"not_after_ms": t0 + (seconds - 1) * 1000 + 500},
+                            "processor": {"type": "custom", "name": "noop"}})),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    for r in results {
+        let (status, body) = r?;
+        anyhow::ensure!(status == 200, "update answered {status}: {body}");
+    }
+    let start_wait = t0 - epoch_ms() as i64;
+    anyhow::ensure!(start_wait > 0, "updating the jobs took past t0; try fewer jobs");
+    tokio::time::sleep(Duration::from_millis(
+        (t0 + seconds * 1000 + 2_000 - epoch_ms() as i64).max(0) as u64,
+    ))
+    .await;
+    // Page through every instance of the run.
+    let mut lat: Vec<i64> = Vec::new();
+    let mut missing = 0usize;
+    let mut waiting: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut after = 0u64;
+    loop {
+        let page: qron_proto::api::InstanceList = c
+            .get(leader, &format!("/api/v1/instances?after_id={after}&limit=10000"))
+            .await?;
+        let Some(last) = page.instances.last().map(|i| i.id) else {
+            break;
+        };
+        for i in &page.instances {
+            match (i.fire_time_ms, i.started_at_ms) {
+                (Some(f), Some(s)) => lat.push(s - f),
+                (Some(_), None) => {
+                    missing += 1;
+                    *waiting.entry(i.status.clone()).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        after = last;
+    }
+    if missing > 0 {
+        println!("lateness: fires not started by the end, by status: {waiting:?}");
+    }
+    lat.sort_unstable();
+    let p = |q: f64| {
+        lat.get(((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len().max(1)) - 1)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "lateness jobs={jobs} fires={} not_started={missing} p50_ms={} p99_ms={} max_ms={}",
+        lat.len(),
+        p(0.50),
+        p(0.99),
+        lat.last().copied().unwrap_or(0)
     );
     Ok(())
 }

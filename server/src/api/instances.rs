@@ -85,11 +85,15 @@ pub struct ListParams {
     pub status: Option<String>,
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Page forward: instances with a larger id, oldest first (default: newest first).
+    #[serde(default)]
+    pub after_id: Option<u64>,
     #[serde(default)]
     pub stale: bool,
 }
 
-/// `GET /api/v1/instances?job=&app=&status=&limit=`: newest first.
+/// `GET /api/v1/instances?job=&app=&status=&limit=&after_id=`: newest first, or
+/// oldest first from `after_id` for paging through everything.
 pub async fn list(
     State(app): State<Arc<ApiState>>,
     ApiQuery(q): ApiQuery<ListParams>,
@@ -105,10 +109,16 @@ pub async fn list(
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     app.read_barrier(q.stale).await?;
     let state = app.state.read();
-    let instances = state
-        .instances
-        .values()
-        .rev()
+    let all: Box<dyn Iterator<Item = &Instance>> = match q.after_id {
+        Some(after) => Box::new(
+            state
+                .instances
+                .range(InstanceId(after.saturating_add(1))..)
+                .map(|(_, i)| i),
+        ),
+        None => Box::new(state.instances.values().rev()),
+    };
+    let instances = all
         .filter(|i| q.job.is_none_or(|j| i.job_id.0 == j))
         .filter(|i| q.app.as_ref().is_none_or(|a| *a == i.app))
         .filter(|i| status.is_none_or(|s| i.status == s))

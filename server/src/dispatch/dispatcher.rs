@@ -157,7 +157,11 @@ impl Round<'_> {
                     });
                 }
                 // Workers may still be reconnecting after a failover: decide after the grace.
-                None if grace_over && job.no_worker_policy == NoWorkerPolicy::Fail => {
+                // Matching workers that are only busy mean waiting for a slot, not failing.
+                None if grace_over
+                    && job.no_worker_policy == NoWorkerPolicy::Fail
+                    && !select::any_matching(&job, &workers) =>
+                {
                     cmds.push(Command::FailInstance {
                         instance: inst.id,
                         reason: select::no_worker_reason(&job, &workers),

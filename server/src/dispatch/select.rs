@@ -20,9 +20,13 @@ pub fn no_worker_reason(job: &JobSpec, workers: &[Worker]) -> String {
     }
 }
 
-/// Whether `w` may run an instance of `job` now, given `pending` instances already
-/// handed to it in this round.
-pub fn eligible(job: &JobSpec, w: &Worker, pending: u32) -> bool {
+/// Whether some live worker passes the job's filter, busy or not: if so, an
+/// instance that found no free slot waits for one instead of failing.
+pub fn any_matching(job: &JobSpec, workers: &[Worker]) -> bool {
+    workers.iter().any(|w| matches_filter(job, w))
+}
+
+fn matches_filter(job: &JobSpec, w: &Worker) -> bool {
     let f = &job.worker_filter;
     w.reg.app == job.app
         && w.connected()
@@ -31,7 +35,12 @@ pub fn eligible(job: &JobSpec, w: &Worker, pending: u32) -> bool {
         && (f.min_memory_mb == 0 || w.load.memory_free_mb >= f.min_memory_mb)
         && (f.min_disk_mb == 0 || w.load.disk_free_mb >= f.min_disk_mb)
         && (f.designated_workers.is_empty() || f.designated_workers.contains(&w.reg.worker_id))
-        && (w.load.running.len() as u32).saturating_add(pending) < w.reg.max_concurrency.max(1)
+}
+
+/// Whether `w` may run an instance of `job` now, given `pending` instances already
+/// handed to it in this round.
+pub fn eligible(job: &JobSpec, w: &Worker, pending: u32) -> bool {
+    matches_filter(job, w) && (w.load.running.len() as u32).saturating_add(pending) < w.reg.max_concurrency.max(1)
 }
 
 /// Picks a worker per the job's strategy. `turn` drives round-robin and random
@@ -154,6 +163,11 @@ mod tests {
         let other_app = job(serde_json::json!({"app": "other"}));
         assert!(pick(&other_app, &ws, &HashMap::new(), 0).is_none());
         assert!(no_worker_reason(&other_app, &ws).contains("no live worker of app"));
+        // A full worker that matches means "wait", not "fail".
+        let only_full = job(serde_json::json!({"worker_filter": {"designated_workers": ["full"]}}));
+        assert!(pick(&only_full, &ws, &HashMap::new(), 0).is_none());
+        assert!(any_matching(&only_full, &ws));
+        assert!(!any_matching(&other_app, &ws));
     }
 
     #[test]
