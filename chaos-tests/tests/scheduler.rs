@@ -99,8 +99,11 @@ async fn two_hundred_fixed_rate_jobs_fire_exactly_once_across_two_leader_kills()
     let mut problems = Vec::new();
     let mut skipped = 0;
     let mut late: Vec<i64> = Vec::new();
+    // One deadline for all jobs: a broken cluster fails the test instead of hanging it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for id in &ids {
-        let all = eventually(Duration::from_secs(30), "the job's instances to finish", || async {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let all = eventually(left, "the job's instances to finish", || async {
             let all = instances(&c, *id).await.ok()?;
             let done = all
                 .iter()

@@ -51,6 +51,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         max_in_snapshot_log_to_keep: cfg.logs_kept,
         purge_batch_size: cfg.purge_batch,
         snapshot_max_chunk_size: 1024 * 1024,
+        // openraft bounds an AppendEntries by the heartbeat interval: keep each one small
+        // (our entries are batches) so that a busy leader still gets its acks in time.
+        max_payload_entries: 64,
         install_snapshot_timeout: 2_000,
         ..Default::default()
     }
