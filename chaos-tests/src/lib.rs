@@ -8,6 +8,8 @@
 //! panicking) the tail of every node's log is printed and the directory is kept.
 #![forbid(unsafe_code)]
 
+pub mod chaos;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::TcpListener;
@@ -82,6 +84,8 @@ pub struct ClusterOptions {
     pub log: String,
     /// More flags for every server (e.g. `--worker-timeout-ms 1500`).
     pub server_args: Vec<String>,
+    /// More environment variables for every server.
+    pub server_env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -92,6 +96,7 @@ impl Default for ClusterOptions {
             purge_batch: 256,
             log: "info".into(),
             server_args: Vec::new(),
+            server_env: Vec::new(),
         }
     }
 }
@@ -129,6 +134,8 @@ pub struct WorkerProc {
     pub name: String,
     pub log_path: PathBuf,
     child: Option<Child>,
+    /// How it was started, to start it again.
+    spawn: (String, String, Vec<String>),
 }
 
 impl WorkerProc {
@@ -252,6 +259,7 @@ impl TestCluster {
             cmd.arg("--initial-cluster").arg(&self.initial_cluster);
         }
         cmd.args(&self.opts.server_args);
+        cmd.envs(self.opts.server_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         s.child = Some(
             cmd.spawn()
                 .with_context(|| format!("cannot start {}", self.bin.display()))?,
@@ -349,9 +357,21 @@ impl TestCluster {
                 name: name.to_owned(),
                 log_path,
                 child: Some(child),
+                spawn: (
+                    app.to_owned(),
+                    secret.to_owned(),
+                    extra.iter().map(|s| s.to_string()).collect(),
+                ),
             },
         );
         Ok(())
+    }
+
+    /// Starts a killed worker again with the arguments it was first started with.
+    pub fn respawn_worker(&mut self, name: &str) -> anyhow::Result<()> {
+        let (app, secret, extra) = self.worker(name)?.spawn.clone();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        self.spawn_worker(name, &app, &secret, &extra)
     }
 
     pub fn worker(&mut self, name: &str) -> anyhow::Result<&mut WorkerProc> {

@@ -49,6 +49,9 @@ pub enum Command {
         instance: InstanceId,
         attempt: u32,
         worker: String,
+        /// The worker process it was assigned to (see `Register.incarnation`).
+        #[serde(default)]
+        incarnation: String,
         now_ms: i64,
     },
     /// A worker's report on an attempt (RUNNING, SUCCEEDED or FAILED); fenced by attempt.

@@ -93,6 +93,9 @@ pub struct Instance {
     pub max_attempt: u32,
     /// The worker of the current attempt.
     pub worker: Option<String>,
+    /// The worker process (incarnation) the current attempt was assigned to.
+    #[serde(default)]
+    pub worker_incarnation: Option<String>,
     pub params: String,
     pub created_at_ms: i64,
     /// The scheduled fire time, for instances a schedule fired: the worker starts

@@ -164,6 +164,7 @@ impl State {
                     attempt: 0,
                     max_attempt,
                     worker: None,
+                    worker_incarnation: None,
                     params: params.clone(),
                     created_at_ms: *now_ms,
                     fire_time_ms: None,
@@ -183,6 +184,7 @@ impl State {
                 instance,
                 attempt,
                 worker,
+                incarnation,
                 now_ms,
             } => {
                 let inst = self.instance(*instance)?;
@@ -198,6 +200,7 @@ impl State {
                 self.change(*instance, InstanceStatus::WaitingWorkerReceive, |i| {
                     i.attempt = *attempt;
                     i.worker = Some(worker.clone());
+                    i.worker_incarnation = Some(incarnation.clone());
                     i.assigned_at_ms = Some(*now_ms);
                     i.started_at_ms = None;
                     i.finished_at_ms = None;
@@ -374,6 +377,7 @@ impl State {
             attempt: 0,
             max_attempt,
             worker: None,
+            worker_incarnation: None,
             params: String::new(),
             created_at_ms: now_ms,
             fire_time_ms: Some(fire_time_ms),

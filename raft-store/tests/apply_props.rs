@@ -51,6 +51,7 @@ fn instance_command() -> impl Strategy<Value = Command> {
                 instance,
                 attempt,
                 worker: w.into(),
+                incarnation: String::new(),
                 now_ms
             }
         ),

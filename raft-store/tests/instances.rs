@@ -37,6 +37,7 @@ fn assign(s: &mut State, attempt: u32, worker: &str) -> Result<Reply, CommandErr
         instance: I,
         attempt,
         worker: worker.into(),
+        incarnation: format!("{worker}-1"),
         now_ms: 10,
     })
     .0

@@ -114,6 +114,14 @@ pub struct Args {
     #[arg(long, env = "QRON_MISFIRE_THRESHOLD_MS")]
     pub misfire_threshold_ms: Option<u64>,
 
+    /// TEST ONLY, breaks exactly-once: send each dispatch before its assignment is
+    /// committed, to a worker the committed assignment does not name. Exists so
+    /// that the chaos checker can be shown to fail; refused unless
+    /// QRON_ALLOW_UNSAFE_TEST_MODES=1 is set.
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub unsafe_test_dispatch_before_commit: bool,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `qron_server=debug` [default: info].
     #[arg(long, env = "QRON_LOG")]
     pub log: Option<String>,
@@ -141,12 +149,17 @@ pub struct Config {
     pub max_log_bytes: u64,
     pub fire_horizon: Duration,
     pub misfire_threshold: Duration,
+    pub unsafe_dispatch_before_commit: bool,
     pub log: String,
 }
 
 macro_rules! merge {
     ($cli:ident, $file:ident, $($field:ident),*) => {
-        Args { config: $cli.config.clone(), $($field: $cli.$field.or($file.$field),)* }
+        Args {
+            config: $cli.config.clone(),
+            unsafe_test_dispatch_before_commit: $cli.unsafe_test_dispatch_before_commit,
+            $($field: $cli.$field.or($file.$field),)*
+        }
     };
 }
 
@@ -234,6 +247,13 @@ impl Args {
                 "--worker-timeout-ms ({worker_timeout}) must exceed --worker-heartbeat-ms ({worker_heartbeat}), which must be positive"
             );
         }
+        if self.unsafe_test_dispatch_before_commit
+            && std::env::var("QRON_ALLOW_UNSAFE_TEST_MODES").as_deref() != Ok("1")
+        {
+            bail!(
+                "--unsafe-test-dispatch-before-commit breaks exactly-once and is for the chaos checker's own test only"
+            );
+        }
         let snapshot_logs = self.snapshot_logs.unwrap_or(10_000);
         if snapshot_logs == 0 {
             bail!("--snapshot-logs must be at least 1");
@@ -258,6 +278,7 @@ impl Args {
             max_log_bytes: self.max_log_bytes.unwrap_or(1024 * 1024),
             fire_horizon: Duration::from_millis(self.fire_horizon_ms.unwrap_or(500)),
             misfire_threshold: Duration::from_millis(self.misfire_threshold_ms.unwrap_or(5_000)),
+            unsafe_dispatch_before_commit: self.unsafe_test_dispatch_before_commit,
             log: self.log.unwrap_or_else(|| "info".to_owned()),
         })
     }

@@ -77,7 +77,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         heartbeat_interval: cfg.worker_heartbeat,
         max_log_bytes: cfg.max_log_bytes,
         horizon: cfg.fire_horizon,
+        unsafe_dispatch_before_commit: cfg.unsafe_dispatch_before_commit,
     }));
+    if cfg.unsafe_dispatch_before_commit {
+        tracing::error!("UNSAFE TEST MODE: dispatches are sent before their assignment is committed");
+    }
     let api_state = Arc::new(ApiState::new(
         cfg.node_id,
         raft.clone(),

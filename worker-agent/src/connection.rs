@@ -444,6 +444,7 @@ impl Connection {
                 disk_total_mb: load.disk_total_mb,
                 running: self.executor.held(),
                 highest_leader: self.executor.highest_leader().map(Into::into),
+                incarnation: incarnation().to_owned(),
             })),
         }
     }
@@ -599,6 +600,18 @@ impl FailureStreak {
         self.failures = 0;
         self.since = None;
     }
+}
+
+/// This process's incarnation: pid and start time, fixed for the process's life.
+fn incarnation() -> &'static str {
+    static INCARNATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INCARNATION.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{}-{nanos}", std::process::id())
+    })
 }
 
 #[cfg(test)]

@@ -148,11 +148,26 @@ impl Round<'_> {
             match select::pick(&job, &workers, &pending, self.turn) {
                 Some(w) => {
                     self.turn = self.turn.wrapping_add(1);
+                    if self.d.cfg.unsafe_dispatch_before_commit {
+                        // Deliberately broken (test only): what a deposed leader's early send
+                        // looks like, a dispatch that the committed assignment contradicts.
+                        if let Some(other) = workers
+                            .iter()
+                            .find(|o| o.reg.app == job.app && o.reg.worker_id != w.reg.worker_id && o.connected())
+                        {
+                            let mut early = inst.clone();
+                            early.attempt += 1;
+                            self.d
+                                .registry
+                                .send(&other.reg.worker_id, dispatch_message(&early, &job, &self.leader));
+                        }
+                    }
                     *pending.entry(w.reg.worker_id.clone()).or_default() += 1;
                     cmds.push(Command::Assign {
                         instance: inst.id,
                         attempt: inst.attempt + 1,
                         worker: w.reg.worker_id.clone(),
+                        incarnation: w.reg.incarnation.clone(),
                         now_ms: now,
                     });
                 }
@@ -175,7 +190,22 @@ impl Round<'_> {
         for (inst, job) in assigned {
             let Some(worker) = inst.worker.as_deref() else { continue };
             let live = workers.iter().find(|w| w.reg.worker_id == worker);
+            let restarted = live.is_some_and(|w| {
+                inst.worker_incarnation
+                    .as_deref()
+                    .is_some_and(|i| !i.is_empty() && i != w.reg.incarnation)
+            });
             match live {
+                // The same worker id, but a new process: it has forgotten this attempt,
+                // which died with the old process. Lost now, no grace needed.
+                Some(w) if restarted => {
+                    cmds.push(Command::WorkerLost {
+                        instance: inst.id,
+                        attempt: inst.attempt,
+                        reason: format!("worker {worker} restarted (new process {})", w.reg.incarnation),
+                        now_ms: now,
+                    });
+                }
                 Some(w) => {
                     // Committed by an earlier leader (or by us, but the send failed): send it
                     // again. The worker runs an (instance, attempt) at most once.

@@ -33,6 +33,8 @@ pub struct DispatchConfig {
     pub max_log_bytes: u64,
     /// Scheduled instances are dispatched this long before their fire time.
     pub horizon: Duration,
+    /// TEST ONLY (see the config flag): break rule 2 on purpose.
+    pub unsafe_dispatch_before_commit: bool,
 }
 
 /// This leadership's identity and its stop signal.

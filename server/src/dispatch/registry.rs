@@ -20,6 +20,8 @@ pub type StreamTx = mpsc::Sender<Result<ServerMessage, Status>>;
 #[derive(Debug, Clone)]
 pub struct Registration {
     pub worker_id: String,
+    /// Unique per worker process start.
+    pub incarnation: String,
     pub app: String,
     pub tags: Vec<String>,
     pub max_concurrency: u32,
@@ -188,6 +190,7 @@ mod tests {
     fn reg(id: &str) -> Registration {
         Registration {
             worker_id: id.into(),
+            incarnation: "i1".into(),
             app: "demo".into(),
             tags: vec![],
             max_concurrency: 4,

@@ -108,6 +108,7 @@ mod tests {
             let conn = r.register(
                 Registration {
                     worker_id: (*id).into(),
+                    incarnation: "i1".into(),
                     app: "demo".into(),
                     tags: tags.iter().map(|t| t.to_string()).collect(),
                     max_concurrency: 4,

@@ -163,6 +163,7 @@ impl Session {
         let conn = self.d().registry.register(
             Registration {
                 worker_id: worker_id.clone(),
+                incarnation: reg.incarnation.clone(),
                 app: reg.app.clone(),
                 tags: reg.tags.clone(),
                 max_concurrency: reg.max_concurrency.max(1),
