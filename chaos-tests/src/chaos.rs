@@ -287,7 +287,7 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
     .await?;
 
     let faults = profile.schedule();
-    let run_ms = (faults.len() as i64 + 1) * profile.spacing.as_millis() as i64;
+    let run_ms = (faults.len() as i64 + 1) * profile.spacing.as_millis() as i64 + 1_000;
     let t0 = (epoch_ms() / 1000 + 3) * 1000;
     let t_end = t0 + run_ms;
     let script = format!(
@@ -335,7 +335,8 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
     tokio::time::sleep(Duration::from_millis((t0 - epoch_ms()).max(0) as u64)).await;
     for (n, fault) in faults.iter().enumerate() {
         // Load until the fault's time: run-now bursts to random nodes.
-        let at = t0 + (n as i64 + 1) * profile.spacing.as_millis() as i64;
+        // Seeded jitter: faults land at every phase of the 1 s fire cycle (mid-dispatch too).
+        let at = t0 + (n as i64 + 1) * profile.spacing.as_millis() as i64 + (rng.next_u64() % 1000) as i64;
         while epoch_ms() < at {
             for _ in 0..profile.burst {
                 let nodes = c.running();

@@ -488,25 +488,23 @@ impl TestCluster {
         .await
     }
 
-    /// The tail of every server's log, for failure reports.
+    /// The tail of every server's and worker's log, for failure reports.
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
-        for s in self.servers.values() {
-            let text = std::fs::read_to_string(&s.log_path).unwrap_or_default();
+        let logs = self
+            .servers
+            .values()
+            .map(|s| (format!("node {}", s.id), &s.log_path))
+            .chain(
+                self.workers
+                    .values()
+                    .map(|w| (format!("worker {}", w.name), &w.log_path)),
+            );
+        for (title, path) in logs {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
             let all: Vec<&str> = text.lines().collect();
-            let start = all.len().saturating_sub(lines);
-            out.push_str(&format!("----- node {} ({}) -----\n", s.id, s.log_path.display()));
-            for l in &all[start..] {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        for w in self.workers.values() {
-            let text = std::fs::read_to_string(&w.log_path).unwrap_or_default();
-            let all: Vec<&str> = text.lines().collect();
-            let start = all.len().saturating_sub(lines);
-            out.push_str(&format!("----- worker {} ({}) -----\n", w.name, w.log_path.display()));
-            for l in &all[start..] {
+            out.push_str(&format!("----- {title} ({}) -----\n", path.display()));
+            for l in &all[all.len().saturating_sub(lines)..] {
                 out.push_str(l);
                 out.push('\n');
             }
