@@ -575,6 +575,7 @@ fn signal_group(pgid: u32, sig: &str) -> anyhow::Result<()> {
         .arg(format!("-{sig}"))
         .arg("--")
         .arg(format!("-{pgid}"))
+        .stderr(Stdio::null())
         .status()?;
     if !status.success() {
         bail!("kill -{sig} -- -{pgid} failed");
@@ -586,6 +587,7 @@ fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
+        .stderr(Stdio::null())
         .status()?;
     if !status.success() {
         bail!("kill -{sig} {pid} failed");
