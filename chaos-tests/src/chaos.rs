@@ -15,13 +15,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use qron_proto::api::{InstanceList, InstanceView, JobView, WorkerList};
 use serde_json::json;
 
-use crate::{eventually, ClusterOptions, TestCluster};
+use crate::{epoch_ms, eventually, ClusterOptions, TestCluster};
 
 /// A fault the schedule can inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,13 +177,6 @@ impl Report {
         }
         s
     }
-}
-
-fn epoch_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A journal line: `instance attempt worker start|end epoch_ms`.

@@ -40,6 +40,15 @@ where
     }
 }
 
+/// Milliseconds since the Unix epoch on this machine's clock (the clock the
+/// servers and workers of a test cluster share).
+pub fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// A port the OS handed out (free at the time of the call).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

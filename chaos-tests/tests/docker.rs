@@ -8,19 +8,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use qron_chaos_tests::chaos::{check_journal, read_journal};
-use qron_chaos_tests::{eventually, free_port};
+use qron_chaos_tests::{epoch_ms, eventually, free_port};
 use qron_proto::api::{ClusterView, DigestView, InstanceList, WorkerList};
 use serde_json::json;
-
-fn epoch_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 fn sh(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output()?;

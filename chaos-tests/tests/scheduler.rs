@@ -2,20 +2,13 @@
 //! time across leader kills, cron jobs on time with `next-fires`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use qron_chaos_tests::{eventually, ClusterOptions, TestCluster};
+use qron_chaos_tests::{epoch_ms, eventually, ClusterOptions, TestCluster};
 use qron_proto::api::{InstanceList, InstanceView, JobView, NextFires, WorkerList};
 use serde_json::json;
 
 const SECRET: &str = "s";
-
-fn epoch_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 async fn setup(workers: &[&str]) -> anyhow::Result<(TestCluster, u64)> {
     let mut c = TestCluster::start(

@@ -18,6 +18,24 @@ use crate::scheduler::{self, SchedulerConfig};
 /// Re-checks the lease at least this often (metrics do not change while a cut-off leader waits).
 const RECHECK: Duration = Duration::from_millis(50);
 
+/// Waits until this leader's first entry of its term is applied (a linearizable
+/// read), so that leader-only work reads state that includes everything committed
+/// before it (DESIGN: openraft facts). False if `token` is cancelled first.
+pub async fn wait_term_start(raft: &Raft, token: &CancellationToken) -> bool {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return false,
+            r = raft.ensure_linearizable() => match r {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "waiting for the term's first entry");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
 pub async fn watch(
     raft: Raft,
     state: SharedState,
@@ -29,9 +47,15 @@ pub async fn watch(
 ) -> anyhow::Result<()> {
     let mut rx = raft.metrics();
     let mut current: Option<LeaderId> = None;
+    let mut last_seen = None;
     loop {
         let (leading, leader, next) = {
             let m = rx.borrow_and_update();
+            let seen = (m.vote.leader_id, m.state, m.current_leader);
+            if last_seen != Some(seen) {
+                tracing::info!(term = m.current_term, state = ?m.state, leader = ?m.current_leader, "raft role or leader changed");
+                last_seen = Some(seen);
+            }
             let fresh = m
                 .millis_since_quorum_ack
                 .is_some_and(|ms| ms <= lease.as_millis() as u64);

@@ -146,7 +146,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     }
 
     tasks.spawn(poll_peers(raft.clone(), peers, cfg.node_id, shutdown.clone()));
-    tasks.spawn(log_leadership(raft.clone(), shutdown.clone()));
     tasks.spawn(leadership::watch(
         raft.clone(),
         shared,
@@ -252,27 +251,6 @@ async fn poll_peers(raft: Raft, peers: Arc<Peers>, me: NodeId, shutdown: Cancell
                     }
                 }
             });
-        }
-    }
-}
-
-/// Logs every change of leader or role, once.
-async fn log_leadership(raft: Raft, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut rx = raft.metrics();
-    let mut last = None;
-    loop {
-        let (vote, state, leader, term) = {
-            let m = rx.borrow_and_update();
-            (m.vote, m.state, m.current_leader, m.current_term)
-        };
-        let now = (vote.leader_id, state, leader);
-        if last != Some(now) {
-            tracing::info!(term, ?state, leader = ?leader, "raft role or leader changed");
-            last = Some(now);
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            changed = rx.changed() => if changed.is_err() { return Ok(()) },
         }
     }
 }

@@ -69,19 +69,8 @@ struct Round<'a> {
 
 /// Runs until `token` is cancelled (leadership ended or shutdown).
 pub async fn run(raft: Raft, state: SharedState, d: Arc<Dispatch>, leader: LeaderId, token: CancellationToken) {
-    // The new leader's first entry must be applied before we read the state
-    // (DESIGN: openraft facts); a linearizable read waits for exactly that.
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            r = raft.ensure_linearizable() => match r {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "dispatcher waiting for its term's first entry");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+    if !crate::leadership::wait_term_start(&raft, &token).await {
+        return;
     }
     tracing::info!(term = leader.term, "dispatcher started");
     let mut round = Round {

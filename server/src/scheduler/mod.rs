@@ -46,7 +46,8 @@ pub struct SchedulerConfig {
 
 struct Wheel {
     heap: BinaryHeap<Reverse<(i64, JobId)>>,
-    plans: HashMap<JobId, Plan>,
+    /// Each timed job's plan and misfire policy (copied from the state at build time).
+    plans: HashMap<JobId, (Plan, MisfirePolicy)>,
     /// Fixed-delay jobs whose last instance is still running: re-checked every tick.
     delayed: HashSet<JobId>,
     epoch: u64,
@@ -76,7 +77,7 @@ impl Wheel {
                     }
                 }
             }
-            w.plans.insert(job.id, plan);
+            w.plans.insert(job.id, (plan, job.spec.misfire_policy));
         }
         w
     }
@@ -86,7 +87,7 @@ impl Wheel {
     fn chain_delayed(&mut self, state: &State) {
         let mut ready = Vec::new();
         for id in &self.delayed {
-            let (Some(job), Some(plan)) = (state.jobs.get(id), self.plans.get(id)) else {
+            let (Some(job), Some((plan, _))) = (state.jobs.get(id), self.plans.get(id)) else {
                 continue;
             };
             let base = match job.last_fired_instance.and_then(|i| state.instances.get(&i)) {
@@ -109,14 +110,8 @@ impl Wheel {
 
 /// Runs the wheel until `token` is cancelled.
 pub async fn run(raft: Raft, state: SharedState, d: Arc<Dispatch>, cfg: SchedulerConfig, token: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            r = raft.ensure_linearizable() => match r {
-                Ok(_) => break,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
+    if !crate::leadership::wait_term_start(&raft, &token).await {
+        return;
     }
     let mut wheel = Wheel::build(&state.read());
     tracing::info!(jobs = wheel.plans.len(), "scheduler started");
@@ -139,11 +134,9 @@ pub async fn run(raft: Raft, state: SharedState, d: Arc<Dispatch>, cfg: Schedule
                 break;
             }
             wheel.heap.pop();
-            let Some(plan) = wheel.plans.get(&job).cloned() else {
+            let Some((plan, policy)) = wheel.plans.get(&job).cloned() else {
                 continue;
             };
-            let policy = state.read().jobs.get(&job).map(|j| j.spec.misfire_policy);
-            let Some(policy) = policy else { continue };
             let last = if t < now - misfire {
                 catch_up(&plan, job, t, now, misfire, policy, &mut fires)
             } else {
