@@ -44,8 +44,9 @@ find_libclang() {
   # clang-sys's Linux search directories, in its order.
   local pattern d f
   shopt -s nullglob
-  for pattern in /usr/local/llvm*/lib* /usr/local/lib*/*/* /usr/local/lib*/* /usr/local/lib* \
-    /usr/lib*/*/* /usr/lib*/* /usr/lib* /lib*/*; do
+  # Quoted: each pattern is expanded below, under $root, not here against `/`.
+  for pattern in '/usr/local/llvm*/lib*' '/usr/local/lib*/*/*' '/usr/local/lib*/*' '/usr/local/lib*' \
+    '/usr/lib*/*/*' '/usr/lib*/*' '/usr/lib*' '/lib*/*'; do
     for d in $root$pattern; do dirs+=("$d"); done
   done
   for d in "${dirs[@]}"; do
