@@ -15,27 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::AgentConfig;
-use crate::connection::Connection;
+use crate::connection::{Connection, ConnectionState};
+use crate::error::AgentError;
 use crate::executor::{Executor, ProcessorMap};
 use crate::outbox::SharedOutbox;
 use crate::processor::Processor;
-use crate::AgentError;
-
-/// Whether the agent currently has a leader.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectionState {
-    /// Looking for the leader (at start, and after losing one).
-    Searching,
-    /// Registered with this leader.
-    Registered {
-        /// The leader's node id.
-        leader_id: u64,
-        /// Its Raft term.
-        term: u64,
-        /// The gRPC address the agent is connected to.
-        address: String,
-    },
-}
 
 /// A worker agent: build it from an [`AgentConfig`], register any custom processors,
 /// then [`run`](Agent::run) it until shutdown.

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use crate::AgentError;
+use crate::error::AgentError;
+use crate::ids::WorkerId;
 
 /// Everything the agent needs to find its cluster and run instances.
 #[derive(Clone)]
@@ -18,7 +19,7 @@ pub struct AgentConfig {
     /// The app's secret, presented at registration.
     pub secret: String,
     /// Stable name of this worker, unique among live workers (default `hostname:pid`).
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// Tags the server's worker filters match against.
     pub tags: Vec<String>,
     /// Instances run at once; more are queued locally.
@@ -85,7 +86,7 @@ impl AgentConfig {
         if self.app.trim().is_empty() {
             return bad("app: must not be empty".into());
         }
-        if self.worker_id.trim().is_empty() {
+        if self.worker_id.as_str().trim().is_empty() {
             return bad("worker_id: must not be empty".into());
         }
         if self.max_concurrency == 0 {
@@ -127,7 +128,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("seeds", &self.seeds)
             .field("app", &self.app)
             .field("secret", &"<redacted>")
-            .field("worker_id", &self.worker_id)
+            .field("worker_id", &self.worker_id.as_str())
             .field("tags", &self.tags)
             .field("max_concurrency", &self.max_concurrency)
             .field("heartbeat_interval", &self.heartbeat_interval)
@@ -138,7 +139,7 @@ impl std::fmt::Debug for AgentConfig {
 }
 
 /// `hostname:pid`, the hostname taken from `$HOSTNAME`, then `/etc/hostname`, else `worker`.
-pub fn default_worker_id() -> String {
+pub fn default_worker_id() -> WorkerId {
     let host = std::env::var("HOSTNAME")
         .ok()
         .map(|h| h.trim().to_owned())
@@ -150,7 +151,7 @@ pub fn default_worker_id() -> String {
                 .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "worker".to_owned());
-    format!("{host}:{}", std::process::id())
+    WorkerId::new(format!("{host}:{}", std::process::id()))
 }
 
 #[cfg(test)]
@@ -162,7 +163,7 @@ mod tests {
         let cfg = AgentConfig::new(vec!["127.0.0.1:7701".into()], "demo", "top-secret-value");
         cfg.validate().expect("defaults are valid");
         assert!(cfg.ping_timeout < Duration::from_secs(2));
-        assert!(cfg.worker_id.contains(':'));
+        assert!(cfg.worker_id.as_str().contains(':'));
         assert!(
             !format!("{cfg:?}").contains("top-secret-value"),
             "the secret is not printed"

@@ -24,13 +24,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, error, info, warn};
 
-use crate::agent::ConnectionState;
 use crate::config::AgentConfig;
+use crate::error::AgentError;
 use crate::executor::Executor;
 use crate::fence::LeaderKey;
 use crate::load::{LoadSample, LoadSampler};
 use crate::outbox::SharedOutbox;
-use crate::{lock, now_ms, AgentError};
+use crate::util::{lock, now_ms};
 
 /// Messages queued towards the server before the writer waits for the network.
 const OUTBOUND_CAPACITY: usize = 256;
@@ -46,6 +46,23 @@ const MAX_REDIRECTS_IN_ROW: u32 = 3;
 /// this long: an election takes well under it, and the worker should see the new
 /// leader as soon as it exists.
 const FAST_RETRY_WINDOW: Duration = Duration::from_secs(3);
+
+/// Whether the agent currently has a leader. The connection is its only writer; the
+/// agent hands out receivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Looking for the leader (at start, and after losing one).
+    Searching,
+    /// Registered with this leader.
+    Registered {
+        /// The leader's node id.
+        leader_id: u64,
+        /// Its Raft term.
+        term: u64,
+        /// The gRPC address the agent is connected to.
+        address: String,
+    },
+}
 
 /// A node to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -436,7 +453,7 @@ impl Connection {
             msg: Some(WorkerMsg::Register(Register {
                 app: cfg.app.clone(),
                 secret: cfg.secret.clone(),
-                worker_id: cfg.worker_id.clone(),
+                worker_id: cfg.worker_id.to_string(),
                 tags: cfg.tags.clone(),
                 max_concurrency: cfg.max_concurrency,
                 cpu_cores: load.cpu_cores,

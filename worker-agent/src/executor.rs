@@ -15,20 +15,21 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use qron_proto::api::Processor as ProcessorSpec;
-use qron_proto::worker::{Dispatch, InstanceAttempt, InstanceStatus, StatusReport, Stop};
+use qron_proto::worker::{Dispatch, InstanceAttempt, InstanceStatus, Stop};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::AgentConfig;
-use crate::fence::{Admission, AttemptKey, Fence, LeaderKey};
+use crate::fence::{Admission, Fence, LeaderKey};
 use crate::http::{run_http, HttpCall};
+use crate::ids::AttemptKey;
 use crate::logs::{run_flusher, LogSink};
 use crate::outbox::{Report, SharedOutbox};
 use crate::processor::{CancelHandle, ProcessResult, Processor, TaskContext, TaskLogger};
 use crate::shell::run_shell;
-use crate::{lock, now_ms, truncate_text};
+use crate::util::{lock, now_ms, truncate_text};
 
 /// Longest result text sent with a final status.
 const MAX_RESULT_BYTES: usize = 4 * 1024;
@@ -106,10 +107,7 @@ impl Executor {
         lock(&self.inner.state)
             .held
             .keys()
-            .map(|k| InstanceAttempt {
-                instance_id: k.instance_id,
-                attempt: k.attempt,
-            })
+            .map(|k| InstanceAttempt::from(*k))
             .collect()
     }
 
@@ -125,11 +123,9 @@ impl Executor {
     /// Takes a dispatch: runs it unless it is fenced off, a repeat, or the agent is
     /// shutting down.
     pub(crate) fn dispatch(&self, d: Dispatch) {
-        let key = AttemptKey {
-            instance_id: d.instance_id,
-            attempt: d.attempt,
-        };
-        let (instance_id, attempt, job_id) = (d.instance_id, d.attempt, d.job_id);
+        let key = AttemptKey::from(&d);
+        // Plain numbers for the log fields, so tracing records them as integers.
+        let (instance_id, attempt, job_id) = (key.instance_id.0, key.attempt.0, d.job_id);
         if self.inner.draining.is_cancelled() {
             // Not recorded as accepted: the leader will retry it elsewhere once this
             // worker is gone.
@@ -180,30 +176,19 @@ impl Executor {
 
     /// Takes a stop: cancels the named attempt if a current leader sent it.
     pub(crate) fn stop(&self, s: Stop) {
-        let key = AttemptKey {
-            instance_id: s.instance_id,
-            attempt: s.attempt,
-        };
+        let key = AttemptKey::from(&s);
+        let (instance_id, attempt) = (key.instance_id.0, key.attempt.0);
         let leader = s.leader.as_ref().map(LeaderKey::from);
         let cancel = {
             let mut st = lock(&self.inner.state);
             if !st.fence.admit_stop(leader) {
-                warn!(
-                    instance_id = s.instance_id,
-                    attempt = s.attempt,
-                    ?leader,
-                    "stop from a deposed leader refused"
-                );
+                warn!(instance_id, attempt, ?leader, "stop from a deposed leader refused");
                 return;
             }
             match st.held.get(&key) {
                 Some(h) if h.final_seq.is_none() => h.cancel.clone(),
                 _ => {
-                    debug!(
-                        instance_id = s.instance_id,
-                        attempt = s.attempt,
-                        "stop for an attempt not running"
-                    );
+                    debug!(instance_id, attempt, "stop for an attempt not running");
                     return;
                 }
             }
@@ -213,7 +198,7 @@ impl Executor {
         } else {
             format!("stopped: {}", s.reason.trim())
         };
-        info!(instance_id = s.instance_id, attempt = s.attempt, %reason, "stopping instance");
+        info!(instance_id, attempt, %reason, "stopping instance");
         cancel.cancel(reason);
     }
 
@@ -266,15 +251,13 @@ impl Executor {
         };
         let inner = &self.inner;
         let cfg = &inner.cfg;
-        inner.outbox.push(Report::Status(StatusReport {
-            seq: 0,
-            instance_id: key.instance_id,
-            attempt: key.attempt,
-            status: InstanceStatus::Running as i32,
-            result: String::new(),
-            at_ms: now_ms(),
-            exit_code: None,
-        }));
+        inner.outbox.push(Report::status(
+            key,
+            InstanceStatus::Running,
+            String::new(),
+            now_ms(),
+            None,
+        ));
         debug!("instance running");
 
         let sink = Arc::new(LogSink::new(cfg.log_max_bytes_per_attempt, cfg.log_batch_max_bytes));
@@ -290,11 +273,12 @@ impl Executor {
         let ctx = TaskContext {
             job_id: d.job_id,
             job_name: d.job_name,
-            instance_id: key.instance_id,
-            attempt: key.attempt,
+            // The processor-facing context keeps plain values, like the wire.
+            instance_id: key.instance_id.0,
+            attempt: key.attempt.0,
             job_params: d.job_params,
             instance_params: d.instance_params,
-            worker_id: cfg.worker_id.clone(),
+            worker_id: cfg.worker_id.to_string(),
             timeout,
             logger: TaskLogger::new(sink),
             cancel: cancel.token.clone(),
@@ -441,20 +425,18 @@ impl Executor {
         } else {
             InstanceStatus::Failed
         };
-        let report = StatusReport {
-            seq: 0,
-            instance_id: key.instance_id,
-            attempt: key.attempt,
-            status: status as i32,
-            result: truncate_text(&result.message, MAX_RESULT_BYTES),
-            at_ms: now_ms(),
-            exit_code: result.exit_code,
-        };
+        let report = Report::status(
+            key,
+            status,
+            truncate_text(&result.message, MAX_RESULT_BYTES),
+            now_ms(),
+            result.exit_code,
+        );
         // Push under the state lock (lock order: state, then outbox) so an ack of this
         // report cannot be handled before its sequence number is recorded.
         {
             let mut st = lock(&self.inner.state);
-            let seq = self.inner.outbox.push(Report::Status(report));
+            let seq = self.inner.outbox.push(report);
             if let Some(h) = st.held.get_mut(&key) {
                 h.final_seq = Some(seq);
             }

@@ -1,4 +1,4 @@
-//! The fencing decisions of design rule 4, as a pure struct: which leader's orders
+//! The fencing decisions of rule 4 (docs/rules.md), as a pure struct: which leader's orders
 //! this worker still obeys, and which `(instance_id, attempt)` it has already taken.
 //!
 //! This module owns the decision only. It never runs, spawns or sends anything, and it
@@ -8,6 +8,8 @@
 use std::collections::HashSet;
 
 use qron_proto::worker::LeaderId;
+
+use crate::ids::AttemptKey;
 
 /// openraft's leader id, ordered as openraft orders it: by term, then node id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -34,15 +36,6 @@ impl From<LeaderKey> for LeaderId {
             node_id: l.node_id,
         }
     }
-}
-
-/// One attempt of one instance: the unit a worker runs at most once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AttemptKey {
-    /// The instance.
-    pub instance_id: u64,
-    /// Its attempt number.
-    pub attempt: u32,
 }
 
 /// What to do with a dispatch.
@@ -112,13 +105,14 @@ impl Fence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{Attempt, InstanceId};
 
     fn leader(term: u64, node_id: u64) -> Option<LeaderKey> {
         Some(LeaderKey { term, node_id })
     }
 
     fn key(instance_id: u64, attempt: u32) -> AttemptKey {
-        AttemptKey { instance_id, attempt }
+        AttemptKey::new(InstanceId(instance_id), Attempt(attempt))
     }
 
     #[test]

@@ -21,6 +21,22 @@
 //! ```
 #![forbid(unsafe_code)]
 
+// Module layering, lowest first: each module imports (`use crate::…`) only from
+// modules above it in this list (STYLE 15). lib.rs only declares and re-exports;
+// no module imports from it.
+//
+//   error, ids, load, util   (nothing from the crate)
+//   config                   error, ids
+//   fence                    ids
+//   outbox                   ids, util
+//   logs                     ids, outbox, util
+//   processor                logs, util
+//   http                     processor
+//   shell                    processor (its tests: util)
+//   executor                 config, fence, http, ids, logs, outbox, processor, shell, util
+//   connection               config, error, executor, fence, load, outbox, util
+//   agent                    config, connection, error, executor, outbox, processor
+
 mod agent;
 mod config;
 mod connection;
@@ -28,56 +44,19 @@ mod error;
 mod executor;
 mod fence;
 mod http;
+mod ids;
 mod load;
 mod logs;
 mod outbox;
 mod processor;
 mod shell;
+mod util;
 
-pub use agent::{Agent, ConnectionState};
+pub use agent::Agent;
 pub use config::{default_worker_id, AgentConfig};
+pub use connection::ConnectionState;
 pub use error::AgentError;
-pub use fence::{AttemptKey, LeaderKey};
+pub use fence::LeaderKey;
+pub use ids::{Attempt, AttemptKey, InstanceId, WorkerId};
 pub use processor::{processor_fn, FnProcessor, ProcessResult, Processor, TaskContext, TaskLogger};
 pub use shell::run_shell;
-
-/// The worker clock: milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
-pub(crate) fn truncate_text(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    const MARK: &str = "…[truncated]";
-    let mut end = max.saturating_sub(MARK.len());
-    while end > 0 && !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{MARK}", &text[..end])
-}
-
-/// Locks a std mutex, ignoring poisoning: the data behind our mutexes (buffers, sets)
-/// stays consistent even if a holder panicked, and a worker must keep reporting.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncate_keeps_char_boundaries() {
-        assert_eq!(truncate_text("short", 10), "short");
-        let long = "é".repeat(100);
-        let cut = truncate_text(&long, 50);
-        assert!(cut.len() <= 50, "{}", cut.len());
-        assert!(cut.ends_with("[truncated]"));
-    }
-}

@@ -9,14 +9,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qron_proto::worker::LogBatch;
 use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::fence::AttemptKey;
-use crate::lock;
+use crate::ids::AttemptKey;
 use crate::outbox::{Report, SharedOutbox};
+use crate::util::lock;
 
 /// The buffered, not yet batched part of one attempt's log, and where it starts.
 #[derive(Debug)]
@@ -122,13 +121,7 @@ impl LogSink {
             // Take one batch under the lock, push it outside: the two locks never nest.
             let batch = lock(&self.buf).take_batch(self.max_batch);
             let Some((offset, data)) = batch else { break };
-            outbox.push(Report::Logs(LogBatch {
-                seq: 0,
-                instance_id: key.instance_id,
-                attempt: key.attempt,
-                offset,
-                data,
-            }));
+            outbox.push(Report::logs(key, offset, data));
         }
     }
 
@@ -164,6 +157,7 @@ pub(crate) async fn run_flusher(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{Attempt, InstanceId};
     use qron_proto::worker::worker_message::Msg;
 
     #[test]
@@ -202,10 +196,7 @@ mod tests {
     fn sink_flushes_batches_with_offsets_into_the_outbox() {
         let sink = LogSink::new(u64::MAX, 6);
         let outbox = SharedOutbox::new();
-        let key = AttemptKey {
-            instance_id: 4,
-            attempt: 2,
-        };
+        let key = AttemptKey::new(InstanceId(4), Attempt(2));
         sink.append("hello");
         sink.append("world");
         sink.flush_into(key, &outbox);

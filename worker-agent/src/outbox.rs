@@ -1,27 +1,62 @@
-//! The worker's unacknowledged reports (design rule 5).
+//! The worker's unacknowledged reports (rule 5 of docs/rules.md).
 //!
 //! Every status report and log batch gets a sequence number here and stays until the
 //! leader acknowledges it (which it does only once the report is committed). After a
 //! reconnect the whole outbox is sent again, in order, to whichever node leads now;
 //! the server ignores what it already has (stale attempts, log offsets it holds).
 //!
-//! This module owns the numbering and the queue. It never sends anything and never
-//! drops a report that was not acknowledged.
+//! This module owns the numbering, the queue and the wire form of a report (typed
+//! attempt keys become the protobuf's plain numbers here). It never sends anything and
+//! never drops a report that was not acknowledged.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use qron_proto::worker::{worker_message::Msg, LogBatch, StatusReport, WorkerMessage};
+use qron_proto::worker::{worker_message::Msg, InstanceStatus, LogBatch, StatusReport, WorkerMessage};
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
-use crate::lock;
+use crate::ids::AttemptKey;
+use crate::util::lock;
 
-/// A report that must reach the leader.
+/// A report that must reach the leader, already in its wire form (its `seq` is
+/// stamped when it is pushed).
 #[derive(Debug, Clone)]
 pub(crate) enum Report {
     Status(StatusReport),
     Logs(LogBatch),
+}
+
+impl Report {
+    /// `key` reached `status` at `at_ms` (worker clock), with this result text.
+    pub(crate) fn status(
+        key: AttemptKey,
+        status: InstanceStatus,
+        result: String,
+        at_ms: i64,
+        exit_code: Option<i32>,
+    ) -> Self {
+        Report::Status(StatusReport {
+            seq: 0,
+            instance_id: key.instance_id.0,
+            attempt: key.attempt.0,
+            status: status as i32,
+            result,
+            at_ms,
+            exit_code,
+        })
+    }
+
+    /// The bytes of `key`'s log starting at byte `offset`.
+    pub(crate) fn logs(key: AttemptKey, offset: u64, data: Vec<u8>) -> Self {
+        Report::Logs(LogBatch {
+            seq: 0,
+            instance_id: key.instance_id.0,
+            attempt: key.attempt.0,
+            offset,
+            data,
+        })
+    }
 }
 
 /// The queue of unacknowledged reports, in sequence order.
@@ -152,23 +187,18 @@ impl SharedOutbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{Attempt, InstanceId};
+
+    fn key(instance_id: u64) -> AttemptKey {
+        AttemptKey::new(InstanceId(instance_id), Attempt(1))
+    }
 
     fn status(instance_id: u64) -> Report {
-        Report::Status(StatusReport {
-            instance_id,
-            attempt: 1,
-            ..Default::default()
-        })
+        Report::status(key(instance_id), InstanceStatus::Unspecified, String::new(), 0, None)
     }
 
     fn logs(instance_id: u64, offset: u64) -> Report {
-        Report::Logs(LogBatch {
-            instance_id,
-            attempt: 1,
-            offset,
-            data: b"x\n".to_vec(),
-            ..Default::default()
-        })
+        Report::logs(key(instance_id), offset, b"x\n".to_vec())
     }
 
     fn seq_of(m: &WorkerMessage) -> u64 {

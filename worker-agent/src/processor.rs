@@ -12,8 +12,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::lock;
 use crate::logs::LogSink;
+use crate::util::lock;
 
 /// Code that runs an instance inside a program that embeds the agent, registered
 /// under a name with [`crate::Agent::register_processor`] and selected by a job's

@@ -185,7 +185,7 @@ mod tests {
         let reason = ctx.cancel_reason.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            *crate::lock(&reason) = Some("timed out after 200 ms".to_owned());
+            *crate::util::lock(&reason) = Some("timed out after 200 ms".to_owned());
             cancel.cancel();
         });
         let started = Instant::now();

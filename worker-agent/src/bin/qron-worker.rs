@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use qron_worker_agent::{default_worker_id, processor_fn, Agent, AgentConfig, ProcessResult};
+use qron_worker_agent::{default_worker_id, processor_fn, Agent, AgentConfig, ProcessResult, WorkerId};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -71,7 +71,7 @@ impl Args {
             .filter(|s| !s.is_empty())
             .collect();
         let mut cfg = AgentConfig::new(seeds, self.app, self.secret);
-        cfg.worker_id = self.worker_id.unwrap_or_else(default_worker_id);
+        cfg.worker_id = self.worker_id.map(WorkerId::from).unwrap_or_else(default_worker_id);
         cfg.tags = self.tags;
         cfg.max_concurrency = self.max_concurrency;
         cfg.ping_timeout = Duration::from_millis(self.ping_timeout_ms);
