@@ -1,8 +1,11 @@
 //! Instances (one run of a job) and their logs, as the state machine keeps them.
 //!
-//! Every status change goes through [`InstanceStatus::can_become`]: illegal
-//! transitions are refused in this one place (STYLE 4). Reports are fenced by
-//! attempt: a report for any attempt but the current one changes nothing.
+//! Owns the lifecycle table: [`InstanceStatus::can_become`] says which moves
+//! exist, [`Verb::allows`] which of them each command may make. The state
+//! machine checks every status change against them, in one place (STYLE 4).
+//! Reports are fenced by attempt: a report for any attempt but the current one
+//! changes nothing. Nothing here mutates an instance: the state machine does,
+//! once the table allows it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,7 +47,8 @@ impl InstanceStatus {
         matches!(self, Self::Failed | Self::Succeeded | Self::Canceled | Self::Stopped)
     }
 
-    /// The one table of legal transitions.
+    /// The table of the moves that exist; [`Verb::allows`] narrows it to what
+    /// each command may do.
     pub fn can_become(self, to: InstanceStatus) -> bool {
         use InstanceStatus::*;
         match (self, to) {
@@ -75,6 +79,60 @@ impl InstanceStatus {
             Succeeded => "SUCCEEDED",
             Canceled => "CANCELED",
             Stopped => "STOPPED",
+        }
+    }
+}
+
+/// What moves an instance's status: says in a refusal what was tried, and
+/// limits the statuses the move may start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// The leader assigns a waiting instance to a worker.
+    Assign,
+    /// A worker reports this status for the current attempt.
+    Report(InstanceStatus),
+    /// The worker of an assigned or running attempt is gone.
+    DeclareLost,
+    /// An instance that was never dispatched fails (no worker, job deleted).
+    FailBeforeDispatch,
+    /// An operator stops a waiting or running instance.
+    Stop,
+    /// An operator cancels an instance not dispatched yet.
+    Cancel,
+    /// An operator runs a failed, stopped or canceled instance again.
+    Retry,
+}
+
+impl Verb {
+    /// Whether this verb may move an instance from `from` to `to`: a move the
+    /// table has, from a status the verb may start from.
+    pub fn allows(self, from: InstanceStatus, to: InstanceStatus) -> bool {
+        use InstanceStatus::*;
+        let starts = match self {
+            Verb::Assign | Verb::FailBeforeDispatch | Verb::Cancel => from == WaitingDispatch,
+            Verb::DeclareLost => matches!(from, WaitingWorkerReceive | Running),
+            Verb::Stop => !from.is_terminal(),
+            Verb::Retry => matches!(from, Failed | Stopped | Canceled),
+            // Reports are fenced by attempt, not by status: the table alone decides.
+            Verb::Report(_) => true,
+        };
+        // Staying put is not a move: a FAILED report for an attempt already put
+        // back to waiting (its worker declared lost) still records its result.
+        starts && (from == to || from.can_become(to))
+    }
+}
+
+/// The verb as a refusal says it: "cannot {verb} instance 7".
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verb::Assign => f.write_str("assign"),
+            Verb::Report(status) => write!(f, "report {} for", status.name()),
+            Verb::DeclareLost => f.write_str("declare lost"),
+            Verb::FailBeforeDispatch => f.write_str("fail before dispatch"),
+            Verb::Stop => f.write_str("stop"),
+            Verb::Cancel => f.write_str("cancel"),
+            Verb::Retry => f.write_str("retry"),
         }
     }
 }
@@ -178,6 +236,43 @@ mod tests {
         for from in [WaitingWorkerReceive, Running, Failed, Succeeded, Stopped] {
             assert!(!from.can_become(Canceled), "{from:?} -> CANCELED");
         }
+    }
+
+    #[test]
+    fn each_verb_starts_only_where_it_may() {
+        for from in ALL {
+            for to in ALL {
+                let allowed = |v: Verb| v.allows(from, to);
+                if from != to && !from.can_become(to) {
+                    assert!(!allowed(Verb::Report(to)), "the table refuses {from:?} -> {to:?}");
+                }
+                if allowed(Verb::Retry) {
+                    assert!(from.is_terminal() && from != Succeeded, "retry from {from:?}");
+                }
+                if allowed(Verb::Assign) || allowed(Verb::Cancel) || allowed(Verb::FailBeforeDispatch) {
+                    assert_eq!(from, WaitingDispatch, "{from:?} -> {to:?}");
+                }
+                if allowed(Verb::DeclareLost) {
+                    assert!(matches!(from, WaitingWorkerReceive | Running), "lost from {from:?}");
+                }
+                if allowed(Verb::Stop) {
+                    assert!(!from.is_terminal(), "stop from {from:?}");
+                }
+            }
+        }
+        assert!(Verb::Retry.allows(Failed, WaitingDispatch));
+        assert!(
+            !Verb::Retry.allows(Running, WaitingDispatch),
+            "retry is not for a running instance"
+        );
+        assert!(!Verb::DeclareLost.allows(WaitingDispatch, Failed));
+        assert!(!Verb::FailBeforeDispatch.allows(Running, Failed));
+    }
+
+    #[test]
+    fn verbs_read_as_refusals() {
+        assert_eq!(Verb::DeclareLost.to_string(), "declare lost");
+        assert_eq!(Verb::Report(Succeeded).to_string(), "report SUCCEEDED for");
     }
 
     #[test]

@@ -1,0 +1,104 @@
+//! Jobs: their definitions and the index of their names.
+//!
+//! Owns create, update, delete and enable; keeps `job_names` in step with
+//! `jobs`; bumps `job_epoch` on every change to a definition (the leader's time
+//! wheel rebuilds when it moves). Never touches instances: a deleted job's
+//! instances stay as they are.
+
+use qron_proto::api::JobSpec;
+
+use super::State;
+use crate::command::{CommandError, Reply};
+use crate::model::{validate_job, Job};
+use crate::types::JobId;
+
+impl State {
+    /// Looks a job up by id.
+    pub fn job(&self, id: JobId) -> Result<&Job, CommandError> {
+        self.jobs.get(&id).ok_or_else(|| not_found(id))
+    }
+
+    pub(super) fn create_job(&mut self, spec: &JobSpec, now_ms: i64) -> Result<Reply, CommandError> {
+        validate_job(spec).map_err(CommandError::Invalid)?;
+        self.require_app(&spec.app)?;
+        if self.job_named(&spec.app, &spec.name, None).is_some() {
+            return Err(CommandError::AlreadyExists(format!(
+                "job {:?} in app {:?}",
+                spec.name, spec.app
+            )));
+        }
+        self.next_job_id += 1;
+        let id = JobId(self.next_job_id);
+        let job = Job {
+            id,
+            spec: spec.clone(),
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            last_fire_ms: None,
+            last_fired_instance: None,
+        };
+        self.job_epoch += 1;
+        self.jobs.insert(id, job.clone());
+        self.job_names.insert(name_key(&spec.app, &spec.name), id);
+        Ok(Reply::Job(Box::new(job)))
+    }
+
+    /// Replaces a job's spec; the app cannot change.
+    pub(super) fn update_job(&mut self, id: JobId, spec: &JobSpec, now_ms: i64) -> Result<Reply, CommandError> {
+        validate_job(spec).map_err(CommandError::Invalid)?;
+        let current = self.job(id)?;
+        if current.spec.app != spec.app {
+            return Err(CommandError::Invalid(format!(
+                "a job cannot move between apps (job {id} belongs to {:?})",
+                current.spec.app
+            )));
+        }
+        if self.job_named(&spec.app, &spec.name, Some(id)).is_some() {
+            return Err(CommandError::AlreadyExists(format!(
+                "job {:?} in app {:?}",
+                spec.name, spec.app
+            )));
+        }
+        let job = self.jobs.get_mut(&id).ok_or_else(|| not_found(id))?;
+        self.job_names.remove(&name_key(&job.spec.app, &job.spec.name));
+        self.job_names.insert(name_key(&spec.app, &spec.name), id);
+        job.spec = spec.clone();
+        job.updated_at_ms = now_ms;
+        self.job_epoch += 1;
+        Ok(Reply::Job(Box::new(job.clone())))
+    }
+
+    pub(super) fn delete_job(&mut self, id: JobId) -> Result<Reply, CommandError> {
+        let job = self.jobs.remove(&id).ok_or_else(|| not_found(id))?;
+        self.job_names.remove(&name_key(&job.spec.app, &job.spec.name));
+        self.job_epoch += 1;
+        Ok(Reply::JobDeleted { id })
+    }
+
+    /// Enables or disables a job; setting what it already is changes nothing.
+    pub(super) fn set_job_enabled(&mut self, id: JobId, enabled: bool, now_ms: i64) -> Result<Reply, CommandError> {
+        let job = self.jobs.get_mut(&id).ok_or_else(|| not_found(id))?;
+        if job.spec.enabled != enabled {
+            job.spec.enabled = enabled;
+            job.updated_at_ms = now_ms;
+            self.job_epoch += 1;
+        }
+        Ok(Reply::Job(Box::new(job.clone())))
+    }
+
+    /// The job named `name` in `app`, unless it is `except`.
+    fn job_named(&self, app: &str, name: &str, except: Option<JobId>) -> Option<JobId> {
+        self.job_names
+            .get(&name_key(app, name))
+            .copied()
+            .filter(|id| Some(*id) != except)
+    }
+}
+
+fn name_key(app: &str, name: &str) -> String {
+    format!("{app}/{name}")
+}
+
+fn not_found(id: JobId) -> CommandError {
+    CommandError::NotFound(format!("job {id}"))
+}

@@ -1,0 +1,162 @@
+//! The replicated state and its pure `apply`.
+//!
+//! `State::apply` reads nothing but the state and the command: no clock, no
+//! randomness, no I/O (rule 1). Maps are ordered and the encoding is canonical
+//! (serde_json over `BTreeMap`s and structs in declaration order), so two nodes
+//! that applied the same log produce the same bytes and the same
+//! [`State::digest`] (rule 10).
+//!
+//! This file owns the record and the dispatch: `apply` hands each command to
+//! the one method that handles it, in `apps`, `jobs`, `instances`, `fires` or
+//! `logs`. Every such method checks before it changes anything, so a refused
+//! command leaves the state as it was.
+
+mod apps;
+mod fires;
+mod instances;
+mod jobs;
+mod logs;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::{LogId, StoredMembership};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::command::{Command, CommandError, Reply, Response};
+use crate::instance::{Instance, InstanceId, InstanceLog};
+use crate::model::{App, Job};
+use crate::types::{JobId, NodeId, QronNode};
+
+/// Everything the cluster replicates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The last log entry applied (openraft bookkeeping).
+    pub last_applied: Option<LogId<NodeId>>,
+    /// The last membership applied (openraft bookkeeping).
+    pub last_membership: StoredMembership<NodeId, QronNode>,
+    pub apps: BTreeMap<String, App>,
+    pub jobs: BTreeMap<JobId, Job>,
+    /// Index `"app/name"` → job id (names cannot contain `/`), kept by `apply`.
+    pub job_names: BTreeMap<String, JobId>,
+    /// The id the next created job gets.
+    pub next_job_id: u64,
+    pub instances: BTreeMap<InstanceId, Instance>,
+    /// Index of the instances not in a terminal status, kept by `apply`.
+    pub active: BTreeSet<InstanceId>,
+    pub logs: BTreeMap<InstanceId, InstanceLog>,
+    /// The id the next created instance gets.
+    pub next_instance_id: u64,
+    /// Bumped by every change to a job's definition (create, update, delete,
+    /// enable): the leader's time wheel rebuilds when it moves.
+    #[serde(default)]
+    pub job_epoch: u64,
+}
+
+/// The part of the state a digest covers: the domain data, not openraft's
+/// bookkeeping (whose log ids legitimately differ between a node that applied
+/// entries and one that installed a snapshot of them).
+#[derive(Serialize)]
+struct DigestView<'a> {
+    apps: &'a BTreeMap<String, App>,
+    jobs: &'a BTreeMap<JobId, Job>,
+    next_job_id: u64,
+    instances: &'a BTreeMap<InstanceId, Instance>,
+    logs: &'a BTreeMap<InstanceId, InstanceLog>,
+    next_instance_id: u64,
+}
+
+impl State {
+    /// Applies one command. A refused command leaves the state untouched.
+    pub fn apply(&mut self, cmd: &Command) -> Response {
+        Response(self.apply_inner(cmd))
+    }
+
+    fn apply_inner(&mut self, cmd: &Command) -> Result<Reply, CommandError> {
+        match cmd {
+            Command::CreateApp { name, secret, now_ms } => self.create_app(name, secret, *now_ms),
+            Command::CreateJob { spec, now_ms } => self.create_job(spec, *now_ms),
+            Command::UpdateJob { id, spec, now_ms } => self.update_job(*id, spec, *now_ms),
+            Command::DeleteJob { id } => self.delete_job(*id),
+            Command::SetJobEnabled { id, enabled, now_ms } => self.set_job_enabled(*id, *enabled, *now_ms),
+            Command::RunJob { job, params, now_ms } => self.run_job(*job, params, *now_ms),
+            Command::Assign {
+                instance,
+                attempt,
+                worker,
+                incarnation,
+                now_ms,
+            } => self.assign(*instance, *attempt, worker, incarnation, *now_ms),
+            Command::Report {
+                instance,
+                attempt,
+                status,
+                result,
+                exit_code,
+                at_ms,
+                now_ms,
+            } => self.report(*instance, *attempt, *status, result, *exit_code, *at_ms, *now_ms),
+            Command::AppendLog {
+                instance,
+                attempt,
+                offset,
+                data,
+                cap,
+            } => self.append_log(*instance, *attempt, *offset, data, *cap),
+            Command::WorkerLost {
+                instance,
+                attempt,
+                reason,
+                now_ms,
+            } => self.worker_lost(*instance, *attempt, reason, *now_ms),
+            Command::FailInstance {
+                instance,
+                reason,
+                now_ms,
+            } => self.fail_instance(*instance, reason, *now_ms),
+            Command::StopInstance { instance, now_ms } => self.stop_instance(*instance, *now_ms),
+            Command::CancelInstance { instance, now_ms } => self.cancel_instance(*instance, *now_ms),
+            Command::RetryInstance { instance, now_ms: _ } => self.retry_instance(*instance),
+            Command::Fire {
+                job,
+                fire_time_ms,
+                now_ms,
+                skip,
+            } => self.fire(*job, *fire_time_ms, *now_ms, skip.as_deref()),
+            Command::Batch { commands } => self.batch(commands),
+        }
+    }
+
+    /// Applies each command of a batch on its own: one refusal does not undo
+    /// the others.
+    fn batch(&mut self, commands: &[Command]) -> Result<Reply, CommandError> {
+        let mut out = Vec::with_capacity(commands.len());
+        for c in commands {
+            out.push(match c {
+                // Batches do not nest: one level keeps a log entry's meaning obvious.
+                Command::Batch { .. } => Err(CommandError::Invalid("batches cannot nest".into())),
+                c => self.apply_inner(c),
+            });
+        }
+        Ok(Reply::Batch(out))
+    }
+
+    /// The canonical bytes of the domain data.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        // Serializing ordered maps of plain structs cannot fail.
+        serde_json::to_vec(&DigestView {
+            apps: &self.apps,
+            jobs: &self.jobs,
+            next_job_id: self.next_job_id,
+            instances: &self.instances,
+            logs: &self.logs,
+            next_instance_id: self.next_instance_id,
+        })
+        .unwrap_or_default()
+    }
+
+    /// SHA-256 of [`State::canonical_bytes`], hex encoded.
+    pub fn digest(&self) -> String {
+        hex::encode(Sha256::digest(self.canonical_bytes()))
+    }
+}
