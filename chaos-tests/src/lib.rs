@@ -319,6 +319,23 @@ impl TestCluster {
         signal(pid, if pause { "STOP" } else { "CONT" })
     }
 
+    /// Waits for server `id` to exit by itself (not killed by the harness); its exit status.
+    pub async fn wait_server_exit(&mut self, id: u64, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.servers.get_mut(&id).ok_or_else(|| anyhow!("no server {id}"))?;
+            let child = s.child.as_mut().ok_or_else(|| anyhow!("server {id} is not running"))?;
+            if let Some(st) = child.try_wait()? {
+                s.child = None;
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                bail!("server {id} did not exit within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Starts a stopped or killed server again from its data directory.
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
         if self.server(id)?.is_running() {

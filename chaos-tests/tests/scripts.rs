@@ -46,7 +46,10 @@ fn only_libclang_cpp_is_missing() {
 #[test]
 fn a_versioned_runtime_library_without_the_dev_symlink_is_missing() {
     // clang-sys (without its `runtime` feature) does not accept libclang.so.1.
-    let t = tree(&["/usr/lib/x86_64-linux-gnu/libclang.so.1", "/usr/lib/llvm-14/lib/libclang-cpp.so"]);
+    let t = tree(&[
+        "/usr/lib/x86_64-linux-gnu/libclang.so.1",
+        "/usr/lib/llvm-14/lib/libclang-cpp.so",
+    ]);
     assert_eq!(check(t.path()), (false, "libclang: missing".to_owned()));
 }
 

@@ -122,6 +122,14 @@ pub struct Args {
     #[serde(skip)]
     pub unsafe_test_dispatch_before_commit: bool,
 
+    /// TEST ONLY: the leader's scheduler task panics at its first N starts in this
+    /// process, to show that a failed leader task is restarted once and that a
+    /// second failure within a minute stops the node. Refused unless
+    /// QRON_ALLOW_UNSAFE_TEST_MODES=1 is set.
+    #[arg(long, hide = true, value_name = "N")]
+    #[serde(skip)]
+    pub unsafe_test_fail_scheduler: Option<u32>,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `qron_server=debug` [default: info].
     #[arg(long, env = "QRON_LOG")]
     pub log: Option<String>,
@@ -150,6 +158,8 @@ pub struct Config {
     pub fire_horizon: Duration,
     pub misfire_threshold: Duration,
     pub unsafe_dispatch_before_commit: bool,
+    /// TEST ONLY: scheduler starts that panic (see the flag).
+    pub unsafe_fail_scheduler: u32,
     pub log: String,
 }
 
@@ -158,6 +168,7 @@ macro_rules! merge {
         Args {
             config: $cli.config.clone(),
             unsafe_test_dispatch_before_commit: $cli.unsafe_test_dispatch_before_commit,
+            unsafe_test_fail_scheduler: $cli.unsafe_test_fail_scheduler,
             $($field: $cli.$field.or($file.$field),)*
         }
     };
@@ -247,12 +258,14 @@ impl Args {
                 "--worker-timeout-ms ({worker_timeout}) must exceed --worker-heartbeat-ms ({worker_heartbeat}), which must be positive"
             );
         }
-        if self.unsafe_test_dispatch_before_commit
-            && std::env::var("QRON_ALLOW_UNSAFE_TEST_MODES").as_deref() != Ok("1")
-        {
+        let unsafe_allowed = std::env::var("QRON_ALLOW_UNSAFE_TEST_MODES").as_deref() == Ok("1");
+        if self.unsafe_test_dispatch_before_commit && !unsafe_allowed {
             bail!(
                 "--unsafe-test-dispatch-before-commit breaks exactly-once and is for the chaos checker's own test only"
             );
+        }
+        if self.unsafe_test_fail_scheduler.is_some() && !unsafe_allowed {
+            bail!("--unsafe-test-fail-scheduler makes the leader's scheduler panic and is for tests only");
         }
         let snapshot_logs = self.snapshot_logs.unwrap_or(10_000);
         if snapshot_logs == 0 {
@@ -279,6 +292,7 @@ impl Args {
             fire_horizon: Duration::from_millis(self.fire_horizon_ms.unwrap_or(500)),
             misfire_threshold: Duration::from_millis(self.misfire_threshold_ms.unwrap_or(5_000)),
             unsafe_dispatch_before_commit: self.unsafe_test_dispatch_before_commit,
+            unsafe_fail_scheduler: self.unsafe_test_fail_scheduler.unwrap_or(0),
             log: self.log.unwrap_or_else(|| "info".to_owned()),
         })
     }

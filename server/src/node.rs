@@ -1,6 +1,8 @@
-//! Wires one qron server node together: storage, Raft, the gRPC port (Raft
-//! between servers, forwarded API calls), the HTTP API, bootstrap, and the
-//! background tasks, all stopped by one cancellation token.
+//! Wires one qron server node together: storage, Raft, the node context, the
+//! gRPC port (Raft between servers, forwarded API calls, the worker protocol),
+//! the HTTP API, bootstrap, the peer poller and the leadership watcher, all
+//! stopped by one cancellation token. The top of the module graph: it composes
+//! and decides nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use qron_proto::raft::NodeInfoRequest;
 use qron_proto::worker::worker_service_server::WorkerServiceServer;
 use qron_raft_store::{NodeId, QronNode, Raft};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +25,7 @@ use tonic::transport::Channel;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::context::Context as NodeContext;
 use crate::dispatch::service::WorkerRpc;
 use crate::dispatch::{Dispatch, DispatchConfig};
 use crate::leadership;
@@ -29,6 +33,7 @@ use crate::peers::Peers;
 use crate::raft::network::{raft_client, NetworkFactory};
 use crate::raft::service::RaftRpc;
 use crate::raft::MAX_MESSAGE_BYTES;
+use crate::role::Role;
 use crate::scheduler::SchedulerConfig;
 
 /// How often peers are asked for their HTTP address (and counted reachable).
@@ -82,16 +87,22 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     if cfg.unsafe_dispatch_before_commit {
         tracing::error!("UNSAFE TEST MODE: dispatches are sent before their assignment is committed");
     }
-    let api_state = Arc::new(ApiState::new(
-        cfg.node_id,
+    if cfg.unsafe_fail_scheduler > 0 {
+        tracing::error!(
+            starts = cfg.unsafe_fail_scheduler,
+            "UNSAFE TEST MODE: the leader's scheduler panics at its first starts"
+        );
+    }
+    let (role_tx, role_rx) = watch::channel(Role::Unknown { cut_off: false });
+    let cfg = Arc::new(cfg);
+    let ctx = Arc::new(NodeContext::new(
+        cfg.clone(),
         raft.clone(),
-        shared.clone(),
+        shared,
         peers.clone(),
-        cfg.election_timeout_max,
-        cfg.advertise_http.clone(),
-        dispatch.clone(),
+        role_rx,
     ));
-    let router = api::router(api_state.clone());
+    let router = api::router(Arc::new(ApiState::new(ctx.clone(), dispatch.clone())));
 
     let grpc_listener = TcpListener::bind(cfg.grpc)
         .await
@@ -118,9 +129,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let grpc_service = RaftServiceServer::new(rpc)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let worker_service = WorkerServiceServer::new(WorkerRpc { api: api_state })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let worker_service = WorkerServiceServer::new(WorkerRpc {
+        ctx: ctx.clone(),
+        dispatch: dispatch.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let token = shutdown.clone();
     tasks.spawn(async move {
         tonic::transport::Server::builder()
@@ -146,19 +160,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     }
 
     tasks.spawn(poll_peers(raft.clone(), peers, cfg.node_id, shutdown.clone()));
-    tasks.spawn(leadership::watch(
-        raft.clone(),
-        shared,
-        dispatch,
-        cfg.node_id,
-        cfg.election_timeout_max,
+    let start = leadership::starter(
+        ctx.clone(),
+        dispatch.clone(),
         SchedulerConfig {
             horizon: cfg.fire_horizon,
             misfire_threshold: cfg.misfire_threshold,
             tick: Duration::from_millis(20),
         },
-        shutdown.clone(),
-    ));
+    );
+    tasks.spawn(leadership::run(ctx, dispatch.clone(), start, role_tx, shutdown.clone()));
 
     // Run until asked to stop or until a task fails.
     let result = tokio::select! {
@@ -175,6 +186,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tracing::warn!(error = %e, "raft did not shut down cleanly");
     }
     while tasks.join_next().await.is_some() {}
+    dispatch.sessions.close();
+    dispatch.sessions.wait().await;
     result
 }
 

@@ -9,7 +9,8 @@ use qron_proto::api::{AppList, AppView, CreateApp};
 use qron_raft_store::{Command, Reply};
 use serde::Deserialize;
 
-use super::{now_ms, ApiError, ApiJson, ApiQuery, ApiState};
+use super::{ApiError, ApiJson, ApiQuery, ApiState};
+use crate::clock::now_ms;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +32,7 @@ pub async fn create(
     };
     match app.propose(cmd).await? {
         Reply::AppCreated { name } => {
-            let view = app.state.read().apps.get(&name).map(|a| AppView {
+            let view = app.ctx.state.read().apps.get(&name).map(|a| AppView {
                 name: a.name.clone(),
                 created_at_ms: a.created_at_ms,
             });
@@ -49,6 +50,7 @@ pub async fn list(
 ) -> Result<Json<AppList>, ApiError> {
     app.read_barrier(q.stale).await?;
     let apps = app
+        .ctx
         .state
         .read()
         .apps

@@ -10,6 +10,7 @@ use qron_proto::api::{AddNodeRequest, ClusterView, DigestView, NodeRole, NodeVie
 use qron_raft_store::{NodeId, QronNode};
 
 use super::{error, ApiError, ApiJson, ApiPath, ApiState};
+use crate::discovery;
 
 /// `GET /api/v1/cluster`: answered locally by whichever node is asked.
 pub async fn view(State(app): State<Arc<ApiState>>) -> Result<Json<ClusterView>, ApiError> {
@@ -17,8 +18,9 @@ pub async fn view(State(app): State<Arc<ApiState>>) -> Result<Json<ClusterView>,
 }
 
 pub async fn cluster_view(app: &ApiState) -> Result<ClusterView, ApiError> {
-    let m = app.raft.metrics().borrow().clone();
+    let m = app.ctx.raft.metrics().borrow().clone();
     let commit_index = app
+        .ctx
         .raft
         .with_raft_state(|s| s.committed.map(|l| l.index))
         .await
@@ -28,32 +30,29 @@ pub async fn cluster_view(app: &ApiState) -> Result<ClusterView, ApiError> {
     let nodes = membership
         .nodes()
         .map(|(id, node)| {
-            let me = *id == app.node_id;
+            let me = *id == app.ctx.id;
             NodeView {
                 id: *id,
                 grpc_addr: node.grpc_addr.clone(),
                 http_addr: if me {
-                    Some(app.http_addr.clone())
+                    Some(app.ctx.http_addr().to_owned())
                 } else {
-                    app.peers.http_addr(*id)
+                    app.ctx.peers.http_addr(*id)
                 },
                 role: if voters.contains(id) {
                     NodeRole::Voter
                 } else {
                     NodeRole::Learner
                 },
-                reachable: me || app.peers.reachable(*id),
+                reachable: me || app.ctx.peers.reachable(*id),
             }
         })
         .collect();
-    let leader_id = match app.leader() {
-        super::Leader::Me => Some(app.node_id),
-        super::Leader::Other(id, _) => Some(id),
-        super::Leader::Unknown => None,
-    };
+    let role = app.ctx.role();
+    let leader_id = role.leader_id(app.ctx.id);
     let state = match m.state {
-        // A leader past its lease is not reported as leading (rule 8).
-        ServerState::Leader if leader_id != Some(app.node_id) => "leader_without_quorum",
+        // A leader past its lease is not reported as leading (rule 8, docs/rules.md).
+        ServerState::Leader if !role.is_leader() => "leader_without_quorum",
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",
         ServerState::Candidate => "candidate",
@@ -61,7 +60,7 @@ pub async fn cluster_view(app: &ApiState) -> Result<ClusterView, ApiError> {
         ServerState::Shutdown => "shutdown",
     };
     Ok(ClusterView {
-        node_id: app.node_id,
+        node_id: app.ctx.id,
         state: state.to_owned(),
         leader_id,
         term: m.current_term,
@@ -94,7 +93,7 @@ pub async fn add_node(
         )));
     }
     let (exists, is_voter) = {
-        let m = app.raft.metrics().borrow().clone();
+        let m = app.ctx.raft.metrics().borrow().clone();
         let mem = m.membership_config.membership();
         (mem.get_node(&req.id).cloned(), mem.voter_ids().any(|v| v == req.id))
     };
@@ -109,9 +108,10 @@ pub async fn add_node(
             )));
         }
     }
-    let hint = |id, n: Option<&QronNode>| app.hint(id, n);
+    let hint = |id, n: Option<&QronNode>| discovery::hint(&app.ctx, id, n);
     tracing::info!(node = req.id, addr = %req.grpc_addr, "adding node as learner");
-    app.raft
+    app.ctx
+        .raft
         .add_learner(
             req.id,
             QronNode {
@@ -123,7 +123,8 @@ pub async fn add_node(
         .map_err(|e| error::from_write_error(e, hint))?;
     if !req.learner_only {
         tracing::info!(node = req.id, "learner caught up; promoting to voter");
-        app.raft
+        app.ctx
+            .raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
             .await
             .map_err(|e| error::from_write_error(e, hint))?;
@@ -137,7 +138,7 @@ pub async fn remove_node(
     ApiPath(id): ApiPath<NodeId>,
 ) -> Result<Json<ClusterView>, ApiError> {
     let (known, is_voter, voters) = {
-        let m = app.raft.metrics().borrow().clone();
+        let m = app.ctx.raft.metrics().borrow().clone();
         let mem = m.membership_config.membership();
         (
             mem.get_node(&id).is_some(),
@@ -153,7 +154,7 @@ pub async fn remove_node(
             "node {id} is the last voter; it cannot be removed"
         )));
     }
-    let hint = |id, n: Option<&QronNode>| app.hint(id, n);
+    let hint = |id, n: Option<&QronNode>| discovery::hint(&app.ctx, id, n);
     tracing::info!(node = id, "removing node");
     let change = if is_voter {
         ChangeMembers::RemoveVoters(BTreeSet::from([id]))
@@ -161,18 +162,19 @@ pub async fn remove_node(
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
     // retain = false: a removed voter does not stay on as a learner.
-    app.raft
+    app.ctx
+        .raft
         .change_membership(change, false)
         .await
         .map_err(|e| error::from_write_error(e, hint))?;
     Ok(Json(cluster_view(&app).await?))
 }
 
-/// `GET /api/v1/debug/digest`: hash of this node's applied state (rule 10).
+/// `GET /api/v1/debug/digest`: hash of this node's applied state (rule 10, docs/rules.md).
 pub async fn digest(State(app): State<Arc<ApiState>>) -> Json<DigestView> {
-    let s = app.state.read();
+    let s = app.ctx.state.read();
     Json(DigestView {
-        node_id: app.node_id,
+        node_id: app.ctx.id,
         applied_index: s.last_applied.map(|l| l.index),
         digest: s.digest(),
     })

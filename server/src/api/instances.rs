@@ -10,8 +10,10 @@ use qron_raft_store::{Command, Instance, InstanceId, InstanceStatus, JobId, Repl
 use serde::Deserialize;
 
 use super::apps::ReadParams;
-use super::{now_ms, ApiError, ApiPath, ApiQuery, ApiState};
-use crate::dispatch::dispatcher::stop_message;
+use super::{ApiError, ApiPath, ApiQuery, ApiState};
+use crate::clock::now_ms;
+use crate::dispatch::messages;
+use crate::role::Role;
 
 /// Default and largest page of `GET /api/v1/instances`.
 const DEFAULT_LIMIT: usize = 100;
@@ -108,7 +110,7 @@ pub async fn list(
     };
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     app.read_barrier(q.stale).await?;
-    let state = app.state.read();
+    let state = app.ctx.state.read();
     let all: Box<dyn Iterator<Item = &Instance>> = match q.after_id {
         Some(after) => Box::new(
             state
@@ -135,7 +137,7 @@ pub async fn get(
     ApiQuery(q): ApiQuery<ReadParams>,
 ) -> Result<Json<InstanceView>, ApiError> {
     app.read_barrier(q.stale).await?;
-    let state = app.state.read();
+    let state = app.ctx.state.read();
     Ok(Json(view(state.instance(InstanceId(id))?)))
 }
 
@@ -148,11 +150,11 @@ pub async fn stop(State(app): State<Arc<ApiState>>, ApiPath(id): ApiPath<u64>) -
         })
         .await?,
     )?;
-    if let (Some(worker), Some(l)) = (&inst.worker, app.dispatch.leadership()) {
+    if let (Some(worker), Role::Leader(leader)) = (&inst.worker, app.ctx.role()) {
         let sent = app
             .dispatch
             .registry
-            .send(worker, stop_message(&inst, &l.leader, "stopped by an operator"));
+            .send(worker, messages::stop(&inst, &leader, "stopped by an operator"));
         tracing::info!(instance = id, %worker, sent, "stop");
     }
     Ok(Json(view(&inst)))
@@ -205,7 +207,7 @@ pub async fn logs(
     ApiQuery(q): ApiQuery<LogParams>,
 ) -> Result<Json<InstanceLogView>, ApiError> {
     app.read_barrier(q.stale).await?;
-    let state = app.state.read();
+    let state = app.ctx.state.read();
     let inst = state.instance(InstanceId(id))?;
     let (text, truncated) = state
         .logs

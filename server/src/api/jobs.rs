@@ -11,7 +11,8 @@ use qron_raft_store::{Command, JobId, Reply};
 use serde::Deserialize;
 
 use super::apps::ReadParams;
-use super::{now_ms, ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
+use crate::clock::now_ms;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +50,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ListParams>,
 ) -> Result<Json<JobList>, ApiError> {
     app.read_barrier(q.stale).await?;
-    let state = app.state.read();
+    let state = app.ctx.state.read();
     if let Some(name) = &q.app {
         if !state.apps.contains_key(name) {
             return Err(ApiError::NotFound(format!("app {name:?} not found")));
@@ -71,7 +72,7 @@ pub async fn get(
     ApiQuery(q): ApiQuery<ReadParams>,
 ) -> Result<Json<JobView>, ApiError> {
     app.read_barrier(q.stale).await?;
-    let state = app.state.read();
+    let state = app.ctx.state.read();
     Ok(Json(state.job(JobId(id))?.view()))
 }
 
@@ -158,7 +159,7 @@ pub async fn next_fires(
     };
     app.read_barrier(q.stale).await?;
     let (spec, created, last_end) = {
-        let state = app.state.read();
+        let state = app.ctx.state.read();
         let job = state.job(JobId(id))?;
         let last_end = job
             .last_fired_instance

@@ -8,7 +8,7 @@ use qron_proto::api::{AcquireView, MemberView, WorkerList};
 use serde::Deserialize;
 
 use super::{ApiError, ApiQuery, ApiState};
-use crate::dispatch::service::acquire as acquire_leader;
+use crate::discovery;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,7 +50,7 @@ pub struct AcquireParams {
 /// `GET /server/acquire?app=&current=`: who leads, from any node.
 pub async fn acquire(State(app): State<Arc<ApiState>>, ApiQuery(q): ApiQuery<AcquireParams>) -> Json<AcquireView> {
     tracing::debug!(app = ?q.app, current = ?q.current, "acquire");
-    let r = acquire_leader(&app);
+    let r = discovery::acquire(&app.ctx);
     Json(AcquireView {
         leader_id: r.has_leader.then_some(r.leader_id),
         leader_grpc: r.has_leader.then(|| r.leader_grpc.clone()),

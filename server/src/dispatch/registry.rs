@@ -1,6 +1,6 @@
 //! The leader's registry of live workers: who is connected, their load, and the
 //! sender of each one's stream. It lives in the leader's memory only: a new
-//! leader rebuilds it from the workers' reconnections (rule 6), never from the
+//! leader rebuilds it from the workers' reconnections (rule 6, docs/rules.md), never from the
 //! replicated state.
 
 use std::collections::{BTreeSet, HashMap};

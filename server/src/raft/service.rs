@@ -15,7 +15,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 use tower::ServiceExt;
 
-use crate::api::FORWARDED_HEADER;
+use super::FORWARDED_HEADER;
 
 /// Largest HTTP response body relayed back to a follower.
 const MAX_FORWARD_BODY: usize = 64 * 1024 * 1024;

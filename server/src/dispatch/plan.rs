@@ -1,0 +1,367 @@
+//! One dispatch round, decided as a pure function of the applied state, the
+//! registry's snapshot and the time ([`plan`]); the dispatcher loop only
+//! gathers these inputs and carries the plan out. Tested without a cluster.
+//!
+//! What a round decides:
+//! - a waiting instance whose time has come is assigned to a worker the job's
+//!   filter and strategy pick (`Assign`, sent only once committed, rule 2 of docs/rules.md), or
+//!   failed when no live worker could ever take it and the job says fail (only
+//!   after the failover grace, rule 6: workers may still be reconnecting);
+//! - an assigned or running instance whose worker came back as a new process
+//!   is lost now (it died with the old process); one whose worker is gone is
+//!   lost after the grace; one committed to a connected worker that does not
+//!   run it yet is sent again (a previous leader may have committed it and died).
+
+use std::collections::{HashMap, HashSet};
+
+use qron_proto::api::{JobSpec, NoWorkerPolicy};
+use qron_raft_store::{Command, Instance, InstanceId, InstanceStatus, State};
+
+use super::registry::Worker;
+use super::select;
+
+/// What a round needs besides the state and the workers.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub now_ms: i64,
+    /// Whether this leadership's failover grace is over.
+    pub grace_over: bool,
+    /// Scheduled instances become dispatchable this long before their fire time.
+    pub horizon_ms: i64,
+    /// (instance, attempt) dispatches this leadership has already sent.
+    pub sent: &'a HashSet<(InstanceId, u32)>,
+    /// Drives round-robin and random picks.
+    pub turn: u64,
+    /// TEST ONLY: plan a contradicting dispatch before the assignment commits.
+    pub unsafe_dispatch_before_commit: bool,
+}
+
+/// A committed assignment to send (again) to its connected worker.
+#[derive(Debug, Clone)]
+pub struct Send {
+    pub worker: String,
+    pub instance: Instance,
+    pub job: JobSpec,
+}
+
+/// What the round decided.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// To propose (in batches); the dispatches of committed assignments follow.
+    pub commands: Vec<Command>,
+    /// Committed assignments to re-send now.
+    pub resend: Vec<Send>,
+    /// TEST ONLY (`unsafe_dispatch_before_commit`): dispatches sent before any commit.
+    pub early: Vec<Send>,
+    /// The turn counter after this round's picks.
+    pub turn: u64,
+}
+
+/// Decides one dispatch round.
+pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
+    let now = input.now_ms;
+    let mut out = Plan {
+        turn: input.turn,
+        ..Plan::default()
+    };
+    let mut waiting: Vec<(&Instance, Option<&JobSpec>)> = Vec::new();
+    let mut assigned: Vec<(&Instance, Option<&JobSpec>)> = Vec::new();
+    for id in &state.active {
+        let Some(inst) = state.instances.get(id) else { continue };
+        let job = state.jobs.get(&inst.job_id).map(|j| &j.spec);
+        match inst.status {
+            InstanceStatus::WaitingDispatch
+                if inst.not_before_ms <= now && inst.fire_time_ms.is_none_or(|f| f - input.horizon_ms <= now) =>
+            {
+                waiting.push((inst, job));
+            }
+            InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running => assigned.push((inst, job)),
+            _ => {}
+        }
+    }
+
+    let mut pending: HashMap<String, u32> = HashMap::new();
+    for (inst, job) in waiting {
+        let Some(job) = job else {
+            out.commands.push(Command::FailInstance {
+                instance: inst.id,
+                reason: format!("job {} was deleted", inst.job_id),
+                now_ms: now,
+            });
+            continue;
+        };
+        match select::pick(job, workers, &pending, out.turn) {
+            Some(w) => {
+                out.turn = out.turn.wrapping_add(1);
+                if input.unsafe_dispatch_before_commit {
+                    // Deliberately broken (test only): what a deposed leader's early send
+                    // looks like, a dispatch that the committed assignment contradicts.
+                    if let Some(other) = workers
+                        .iter()
+                        .find(|o| o.reg.app == job.app && o.reg.worker_id != w.reg.worker_id && o.connected())
+                    {
+                        let mut early = inst.clone();
+                        early.attempt += 1;
+                        out.early.push(Send {
+                            worker: other.reg.worker_id.clone(),
+                            instance: early,
+                            job: job.clone(),
+                        });
+                    }
+                }
+                *pending.entry(w.reg.worker_id.clone()).or_default() += 1;
+                out.commands.push(Command::Assign {
+                    instance: inst.id,
+                    attempt: inst.attempt + 1,
+                    worker: w.reg.worker_id.clone(),
+                    incarnation: w.reg.incarnation.clone(),
+                    now_ms: now,
+                });
+            }
+            // Workers may still be reconnecting after a failover: decide after the grace.
+            // Matching workers that are only busy mean waiting for a slot, not failing.
+            None if input.grace_over
+                && job.no_worker_policy == NoWorkerPolicy::Fail
+                && !select::any_matching(job, workers) =>
+            {
+                out.commands.push(Command::FailInstance {
+                    instance: inst.id,
+                    reason: select::no_worker_reason(job, workers),
+                    now_ms: now,
+                });
+            }
+            None => {}
+        }
+    }
+
+    for (inst, job) in assigned {
+        let Some(worker) = inst.worker.as_deref() else { continue };
+        let live = workers.iter().find(|w| w.reg.worker_id == worker);
+        let restarted = live.is_some_and(|w| {
+            inst.worker_incarnation
+                .as_deref()
+                .is_some_and(|i| !i.is_empty() && i != w.reg.incarnation)
+        });
+        match live {
+            // The same worker id, but a new process: it has forgotten this attempt,
+            // which died with the old process. Lost now, no grace needed.
+            Some(w) if restarted => out.commands.push(Command::WorkerLost {
+                instance: inst.id,
+                attempt: inst.attempt,
+                reason: format!("worker {worker} restarted (new process {})", w.reg.incarnation),
+                now_ms: now,
+            }),
+            Some(w) => {
+                // Committed by an earlier leader (or by us, but the send failed): send it
+                // again. The worker runs an (instance, attempt) at most once.
+                let running = w.load.running.contains(&(inst.id.0, inst.attempt));
+                if inst.status == InstanceStatus::WaitingWorkerReceive
+                    && !running
+                    && !input.sent.contains(&(inst.id, inst.attempt))
+                {
+                    if let Some(job) = job {
+                        out.resend.push(Send {
+                            worker: worker.to_owned(),
+                            instance: inst.clone(),
+                            job: job.clone(),
+                        });
+                    }
+                }
+            }
+            None if input.grace_over => out.commands.push(Command::WorkerLost {
+                instance: inst.id,
+                attempt: inst.attempt,
+                reason: format!("worker {worker} is gone"),
+                now_ms: now,
+            }),
+            None => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use qron_raft_store::{JobId, Reply};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::dispatch::registry::{Registration, Registry};
+
+    const NOW: i64 = 1_000_000;
+
+    /// A state with app "demo", job 1 (no worker → `policy`), and one instance run at `NOW - 10`.
+    fn state_with_instance(policy: &str) -> (State, InstanceId) {
+        let mut s = State::default();
+        let ok = |r: qron_raft_store::Response| r.0.expect("applied");
+        ok(s.apply(&Command::CreateApp {
+            name: "demo".into(),
+            secret: "s3cret-s3cret".into(),
+            now_ms: NOW - 100,
+        }));
+        let spec = serde_json::from_value(serde_json::json!({
+            "app": "demo", "name": "j", "schedule": {"type": "api"},
+            "processor": {"type": "shell", "script": "true"},
+            "no_worker_policy": policy,
+        }))
+        .expect("spec");
+        ok(s.apply(&Command::CreateJob { spec, now_ms: NOW - 50 }));
+        let Reply::Instance(inst) = ok(s.apply(&Command::RunJob {
+            job: JobId(1),
+            params: String::new(),
+            now_ms: NOW - 10,
+        })) else {
+            panic!("RunJob answers the instance")
+        };
+        (s, inst.id)
+    }
+
+    fn registry(
+        ids: &[(&str, &str)],
+    ) -> (
+        Registry,
+        Vec<mpsc::Receiver<Result<qron_proto::worker::ServerMessage, tonic::Status>>>,
+    ) {
+        let r = Registry::default();
+        let mut rxs = vec![];
+        for (id, incarnation) in ids {
+            let (tx, rx) = mpsc::channel(4);
+            rxs.push(rx);
+            r.register(
+                Registration {
+                    worker_id: (*id).into(),
+                    incarnation: (*incarnation).into(),
+                    app: "demo".into(),
+                    tags: vec![],
+                    max_concurrency: 4,
+                    cpu_cores: 2,
+                    memory_total_mb: 1000,
+                    disk_total_mb: 1000,
+                    running: BTreeSet::new(),
+                },
+                tx,
+            );
+        }
+        (r, rxs)
+    }
+
+    fn inputs(sent: &HashSet<(InstanceId, u32)>, grace_over: bool) -> Inputs<'_> {
+        Inputs {
+            now_ms: NOW,
+            grace_over,
+            horizon_ms: 500,
+            sent,
+            turn: 0,
+            unsafe_dispatch_before_commit: false,
+        }
+    }
+
+    fn assign(s: &mut State, id: InstanceId, worker: &str, incarnation: &str) {
+        s.apply(&Command::Assign {
+            instance: id,
+            attempt: 1,
+            worker: worker.into(),
+            incarnation: incarnation.into(),
+            now_ms: NOW - 5,
+        })
+        .0
+        .expect("assigned");
+    }
+
+    #[test]
+    fn a_waiting_instance_is_assigned_to_a_live_worker_as_the_next_attempt() {
+        let (s, id) = state_with_instance("wait");
+        let (r, _rx) = registry(&[("w1", "i1")]);
+        let sent = HashSet::new();
+        let p = plan(&s, &r.snapshot(), inputs(&sent, false));
+        assert_eq!(p.commands.len(), 1);
+        assert!(
+            matches!(&p.commands[0], Command::Assign { instance, attempt: 1, worker, incarnation, .. }
+                if *instance == id && worker == "w1" && incarnation == "i1"),
+            "{:?}",
+            p.commands
+        );
+        assert_eq!(p.turn, 1);
+        assert!(p.resend.is_empty() && p.early.is_empty());
+    }
+
+    #[test]
+    fn no_worker_fails_only_after_the_grace_and_only_if_the_job_says_fail() {
+        let sent = HashSet::new();
+        let (s, id) = state_with_instance("fail");
+        assert!(
+            plan(&s, &[], inputs(&sent, false)).commands.is_empty(),
+            "within the grace: wait"
+        );
+        let p = plan(&s, &[], inputs(&sent, true));
+        assert!(
+            matches!(&p.commands[..], [Command::FailInstance { instance, reason, .. }]
+                if *instance == id && reason.contains("no live worker")),
+            "{:?}",
+            p.commands
+        );
+        let (s, _) = state_with_instance("wait");
+        assert!(
+            plan(&s, &[], inputs(&sent, true)).commands.is_empty(),
+            "policy wait: wait"
+        );
+    }
+
+    #[test]
+    fn a_gone_worker_loses_its_attempt_after_the_grace_a_restarted_one_at_once() {
+        let sent = HashSet::new();
+        let (mut s, id) = state_with_instance("wait");
+        assign(&mut s, id, "w1", "i1");
+        // Gone: nothing within the grace, lost after it.
+        assert!(plan(&s, &[], inputs(&sent, false)).commands.is_empty());
+        let p = plan(&s, &[], inputs(&sent, true));
+        assert!(
+            matches!(&p.commands[..], [Command::WorkerLost { instance, attempt: 1, reason, .. }]
+                if *instance == id && reason.contains("is gone")),
+            "{:?}",
+            p.commands
+        );
+        // Back as a new process: lost at once, even within the grace.
+        let (r, _rx) = registry(&[("w1", "i2")]);
+        let p = plan(&s, &r.snapshot(), inputs(&sent, false));
+        assert!(
+            matches!(&p.commands[..], [Command::WorkerLost { reason, .. }] if reason.contains("restarted")),
+            "{:?}",
+            p.commands
+        );
+    }
+
+    #[test]
+    fn a_committed_assignment_is_resent_once_to_its_connected_worker() {
+        let (mut s, id) = state_with_instance("wait");
+        assign(&mut s, id, "w1", "i1");
+        let (r, _rx) = registry(&[("w1", "i1")]);
+        let mut sent = HashSet::new();
+        let p = plan(&s, &r.snapshot(), inputs(&sent, true));
+        assert!(p.commands.is_empty(), "{:?}", p.commands);
+        assert_eq!(p.resend.len(), 1);
+        assert_eq!((p.resend[0].worker.as_str(), p.resend[0].instance.id), ("w1", id));
+        sent.insert((id, 1));
+        assert!(
+            plan(&s, &r.snapshot(), inputs(&sent, true)).resend.is_empty(),
+            "sent already"
+        );
+    }
+
+    #[test]
+    fn a_scheduled_instance_waits_until_its_fire_time_is_within_the_horizon() {
+        let (mut s, id) = state_with_instance("wait");
+        if let Some(i) = s.instances.get_mut(&id) {
+            i.fire_time_ms = Some(NOW + 501);
+        }
+        let (r, _rx) = registry(&[("w1", "i1")]);
+        let sent = HashSet::new();
+        assert!(plan(&s, &r.snapshot(), inputs(&sent, true)).commands.is_empty());
+        if let Some(i) = s.instances.get_mut(&id) {
+            i.fire_time_ms = Some(NOW + 500);
+        }
+        assert_eq!(plan(&s, &r.snapshot(), inputs(&sent, true)).commands.len(), 1);
+    }
+}

@@ -1,0 +1,298 @@
+//! One worker's stream on the leader, from `Register` to its end.
+//!
+//! The first message must be `Register` with the app's secret; heartbeats
+//! update the registry; pings get pongs; status reports and log batches are
+//! proposed in batches, in order, and acknowledged (cumulative `Ack(seq)`) only
+//! once committed (rule 5, docs/rules.md). Nothing a worker sends can panic the
+//! node: a malformed message ends that stream with `InvalidArgument`.
+//!
+//! A session belongs to one leadership: it ends (telling the worker
+//! `NotLeader`) as soon as the published role is no longer `Leader` with the
+//! leader id it was accepted under.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qron_proto::worker::{
+    server_message, worker_message, Ack, InstanceStatus as WireStatus, LeaderId, Pong, Refused, Register, Registered,
+    WorkerMessage,
+};
+use qron_raft_store::{Command, InstanceId, InstanceStatus};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use super::messages::{msg, not_leader};
+use super::registry::{Load, Registration, StreamTx};
+use super::Dispatch;
+use crate::clock::now_ms;
+use crate::context::{leadership_lost, Context};
+use crate::discovery;
+use crate::raft::propose_batch;
+
+/// A worker must register within this long after opening its stream.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reports proposed in one Raft entry at most.
+const MAX_REPORT_BATCH: usize = 512;
+/// How long a stream that ends on its own waits for its received reports to commit.
+const DRAIN_REPORTS: Duration = Duration::from_secs(5);
+
+/// One accepted stream.
+pub struct Session {
+    pub ctx: Arc<Context>,
+    pub d: Arc<Dispatch>,
+    pub tx: StreamTx,
+    /// The leadership this stream was accepted under.
+    pub leader: LeaderId,
+}
+
+/// Why the message loop ended.
+enum End {
+    /// The worker closed the stream or it broke.
+    Closed,
+    /// This node stopped being the leader the stream was accepted under.
+    LeadershipLost,
+    /// The worker sent something malformed.
+    Malformed(Status),
+}
+
+impl Session {
+    async fn refuse(&self, reason: String) {
+        tracing::warn!(%reason, "worker registration refused");
+        let _ = self
+            .tx
+            .send(Ok(msg(server_message::Msg::Refused(Refused { reason }))))
+            .await;
+    }
+
+    fn check(&self, r: &Register) -> Result<(), String> {
+        if r.worker_id.is_empty() || r.worker_id.len() > 256 {
+            return Err("worker_id must be 1 to 256 bytes".into());
+        }
+        let state = self.ctx.state.read();
+        match state.apps.get(&r.app) {
+            None => Err(format!("unknown app {:?}: create it first (qronctl app create)", r.app)),
+            Some(a) if a.secret != r.secret => Err(format!("wrong secret for app {:?}", r.app)),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Serves the stream until the worker leaves, sends something malformed, or
+    /// this leadership ends.
+    pub async fn run(self, mut inbound: Streaming<WorkerMessage>) {
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message()).await;
+        let reg = match first {
+            Ok(Ok(Some(WorkerMessage {
+                msg: Some(worker_message::Msg::Register(r)),
+            }))) => r,
+            Ok(Ok(Some(_))) => {
+                return self
+                    .refuse("the first message on a stream must be Register".into())
+                    .await
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(status)) => {
+                tracing::debug!(%status, "worker stream broke before registering");
+                return;
+            }
+            Err(_) => return self.refuse(format!("no Register within {REGISTER_TIMEOUT:?}")).await,
+        };
+        if let Err(reason) = self.check(&reg) {
+            return self.refuse(reason).await;
+        }
+        let worker_id = reg.worker_id.clone();
+        let running: BTreeSet<(u64, u32)> = reg.running.iter().map(|r| (r.instance_id, r.attempt)).collect();
+        let conn = self.d.registry.register(
+            Registration {
+                worker_id: worker_id.clone(),
+                incarnation: reg.incarnation.clone(),
+                app: reg.app.clone(),
+                tags: reg.tags.clone(),
+                max_concurrency: reg.max_concurrency.max(1),
+                cpu_cores: reg.cpu_cores,
+                memory_total_mb: reg.memory_total_mb,
+                disk_total_mb: reg.disk_total_mb,
+                running: running.clone(),
+            },
+            self.tx.clone(),
+        );
+        tracing::info!(worker = %worker_id, app = %reg.app, running = running.len(), "worker registered");
+        let registered = Registered {
+            leader: Some(self.leader),
+            heartbeat_interval_ms: self.d.cfg.heartbeat_interval.as_millis() as u64,
+        };
+        if self
+            .tx
+            .send(Ok(msg(server_message::Msg::Registered(registered))))
+            .await
+            .is_ok()
+        {
+            self.d.wake();
+            self.serve(&mut inbound, &worker_id, conn).await;
+        }
+        self.d.registry.disconnected(&worker_id, conn);
+        tracing::info!(worker = %worker_id, "worker stream ended");
+    }
+
+    /// The message loop after registration, with the report pipeline beside it.
+    async fn serve(&self, inbound: &mut Streaming<WorkerMessage>, worker_id: &str, conn: u64) {
+        let (rep_tx, rep_rx) = mpsc::channel::<(u64, Command)>(4096);
+        let pipeline = tokio::spawn(report_pipeline(
+            self.ctx.clone(),
+            self.d.clone(),
+            rep_rx,
+            self.tx.clone(),
+            worker_id.to_owned(),
+        ));
+        let mut role = self.ctx.watch_role();
+        let end = loop {
+            let next = tokio::select! {
+                _ = leadership_lost(&mut role, self.leader) => break End::LeadershipLost,
+                m = inbound.message() => m,
+            };
+            let m = match next {
+                Ok(Some(m)) => m,
+                Ok(None) => break End::Closed,
+                Err(status) => {
+                    tracing::info!(worker = %worker_id, %status, "worker stream broke");
+                    break End::Closed;
+                }
+            };
+            let report = match m.msg {
+                Some(worker_message::Msg::Heartbeat(h)) => {
+                    self.d.registry.heartbeat(
+                        worker_id,
+                        conn,
+                        Load {
+                            cpu_percent: if h.cpu_percent.is_finite() { h.cpu_percent } else { 0.0 },
+                            memory_free_mb: h.memory_free_mb,
+                            disk_free_mb: h.disk_free_mb,
+                            running: h.running.iter().map(|r| (r.instance_id, r.attempt)).collect(),
+                        },
+                    );
+                    None
+                }
+                Some(worker_message::Msg::Ping(p)) => {
+                    self.d.registry.touch(worker_id, conn);
+                    let _ = self
+                        .tx
+                        .try_send(Ok(msg(server_message::Msg::Pong(Pong { nonce: p.nonce }))));
+                    None
+                }
+                Some(worker_message::Msg::Status(r)) => {
+                    self.d.registry.touch(worker_id, conn);
+                    let status = match WireStatus::try_from(r.status) {
+                        Ok(WireStatus::Running) => InstanceStatus::Running,
+                        Ok(WireStatus::Succeeded) => InstanceStatus::Succeeded,
+                        Ok(WireStatus::Failed) => InstanceStatus::Failed,
+                        _ => {
+                            break End::Malformed(Status::invalid_argument(format!(
+                                "status report {} has status {}: a worker reports RUNNING, SUCCEEDED or FAILED",
+                                r.seq, r.status
+                            )))
+                        }
+                    };
+                    Some((
+                        r.seq,
+                        Command::Report {
+                            instance: InstanceId(r.instance_id),
+                            attempt: r.attempt,
+                            status,
+                            result: r.result,
+                            exit_code: r.exit_code,
+                            at_ms: r.at_ms,
+                            now_ms: now_ms(),
+                        },
+                    ))
+                }
+                Some(worker_message::Msg::Logs(b)) => {
+                    self.d.registry.touch(worker_id, conn);
+                    Some((
+                        b.seq,
+                        Command::AppendLog {
+                            instance: InstanceId(b.instance_id),
+                            attempt: b.attempt,
+                            offset: b.offset,
+                            data: String::from_utf8_lossy(&b.data).into_owned(),
+                            cap: self.d.cfg.max_log_bytes,
+                        },
+                    ))
+                }
+                Some(worker_message::Msg::Register(_)) => {
+                    break End::Malformed(Status::invalid_argument(
+                        "Register may only be the first message of a stream",
+                    ))
+                }
+                None => break End::Malformed(Status::invalid_argument("empty or unknown worker message")),
+            };
+            if let Some(r) = report {
+                if rep_tx.send(r).await.is_err() {
+                    break End::Closed;
+                }
+            }
+        };
+        drop(rep_tx);
+        match &end {
+            End::Malformed(status) => {
+                tracing::warn!(worker = %worker_id, %status, "closing a worker stream after a malformed message");
+                let _ = self.tx.send(Err(status.clone())).await;
+            }
+            End::LeadershipLost => {
+                let _ = self.tx.try_send(Ok(not_leader(discovery::other_leader(&self.ctx))));
+            }
+            End::Closed => {}
+        }
+        if matches!(end, End::LeadershipLost) {
+            // Uncommitted reports stay in the worker's outbox; it re-sends them to the next leader.
+            pipeline.abort();
+        } else {
+            // Let the reports already received be committed (the worker may be shutting down).
+            let _ = tokio::time::timeout(DRAIN_REPORTS, pipeline).await;
+        }
+    }
+}
+
+/// Proposes a stream's reports in order, a batch at a time, and acks each batch
+/// once committed. A failed proposal ends the stream: the worker reconnects and
+/// re-sends what was not acked.
+async fn report_pipeline(
+    ctx: Arc<Context>,
+    d: Arc<Dispatch>,
+    mut rx: mpsc::Receiver<(u64, Command)>,
+    tx: StreamTx,
+    worker_id: String,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_REPORT_BATCH {
+            match rx.try_recv() {
+                Ok(x) => batch.push(x),
+                Err(_) => break,
+            }
+        }
+        let max_seq = batch.iter().map(|(s, _)| *s).max().unwrap_or(0);
+        let commands = batch.into_iter().map(|(_, c)| c).collect();
+        match propose_batch(&ctx.raft, commands).await {
+            Ok(replies) => {
+                for r in replies.iter().filter_map(|r| r.as_ref().err()) {
+                    tracing::debug!(worker = %worker_id, error = %r, "report refused (stale or duplicate)");
+                }
+                d.wake();
+                if tx
+                    .send(Ok(msg(server_message::Msg::Ack(Ack { seq: max_seq }))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(worker = %worker_id, error = %e, "reports not committed; closing the stream so the worker re-sends them");
+                let _ = tx
+                    .send(Err(Status::unavailable(format!("reports not committed: {e}"))))
+                    .await;
+                return;
+            }
+        }
+    }
+}

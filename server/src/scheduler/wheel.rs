@@ -1,0 +1,330 @@
+//! The leader's time wheel as a pure structure: a min-heap of each enabled
+//! job's next fire, built from the replicated state ([`Wheel::build`]), and
+//! [`Wheel::take_due`], which turns what is due within the horizon into `Fire`
+//! commands (misfires per the job's policy). No clock, no Raft: the loop in
+//! `scheduler/mod.rs` passes the time in and proposes what comes out.
+//!
+//! Exactly once (rule 3, docs/rules.md): the heap is always computed from the
+//! last fire recorded in the state, and `Fire` is a no-op unless newer than it,
+//! so a new leader fires exactly what the old one did not.
+//!
+//! Why a heap: one entry per job, O(log n) per fire, and the next due time is
+//! at the top; a hierarchical wheel would only pay off at far more jobs than a
+//! leader holds, and would need a resolution (a heap has exact times).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use qron_proto::api::MisfirePolicy;
+use qron_raft_store::schedule::{Plan, Timer};
+use qron_raft_store::{Command, JobId, State};
+
+/// Fires individually recorded when catching up one job's misfires; beyond it
+/// the oldest are summarised by one skip record.
+const MAX_CATCH_UP_RECORDS: usize = 1_000;
+
+/// Each timed job's next fire, earliest first.
+pub struct Wheel {
+    heap: BinaryHeap<Reverse<(i64, JobId)>>,
+    /// Each timed job's plan and misfire policy (copied from the state at build time).
+    plans: HashMap<JobId, (Plan, MisfirePolicy)>,
+    /// Fixed-delay jobs whose last instance is still running: re-checked every tick.
+    delayed: HashSet<JobId>,
+    /// The `State::job_epoch` it was built at: rebuild when the state's moves.
+    pub epoch: u64,
+}
+
+impl Wheel {
+    /// Builds the wheel from the applied state.
+    pub fn build(state: &State) -> Wheel {
+        let mut w = Wheel {
+            heap: BinaryHeap::new(),
+            plans: HashMap::new(),
+            delayed: HashSet::new(),
+            epoch: state.job_epoch,
+        };
+        for job in state.jobs.values().filter(|j| j.spec.enabled) {
+            let Ok(plan) = Plan::new(&job.spec, job.created_at_ms) else {
+                continue;
+            };
+            match plan.timer {
+                Timer::Never => continue,
+                Timer::FixedDelay { .. } => {
+                    w.delayed.insert(job.id);
+                }
+                Timer::Cron { .. } | Timer::FixedRate { .. } => {
+                    let base = job.last_fire_ms.unwrap_or(job.created_at_ms - 1);
+                    if let Some(next) = plan.next_after(base) {
+                        w.heap.push(Reverse((next, job.id)));
+                    }
+                }
+            }
+            w.plans.insert(job.id, (plan, job.spec.misfire_policy));
+        }
+        w
+    }
+
+    /// Fixed-delay jobs: the next fire is `delay` after the previous instance ended
+    /// (or after the job was created, for the first).
+    pub fn chain_delayed(&mut self, state: &State) {
+        let mut ready = Vec::new();
+        for id in &self.delayed {
+            let (Some(job), Some((plan, _))) = (state.jobs.get(id), self.plans.get(id)) else {
+                continue;
+            };
+            let base = match job.last_fired_instance.and_then(|i| state.instances.get(&i)) {
+                None => Some(job.created_at_ms),
+                Some(i) if i.status.is_terminal() => i.finished_at_ms.or(Some(i.created_at_ms)),
+                Some(_) => None,
+            };
+            if let Some(next) = base.and_then(|b| plan.next_after(b)) {
+                // Never before the last fire: a fire must be newer to count.
+                let next = next.max(job.last_fire_ms.map_or(i64::MIN, |l| l + 1));
+                ready.push((next, *id));
+            }
+        }
+        for (t, id) in ready {
+            self.delayed.remove(&id);
+            self.heap.push(Reverse((t, id)));
+        }
+    }
+
+    /// Jobs the wheel holds.
+    pub fn jobs(&self) -> usize {
+        self.plans.len()
+    }
+
+    /// Whether fixed-delay jobs wait for their previous instance to end.
+    pub fn has_delayed(&self) -> bool {
+        !self.delayed.is_empty()
+    }
+
+    /// The next fire time held, if any.
+    pub fn next_due(&self) -> Option<i64> {
+        self.heap.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Takes every fire due at or before `now + horizon` and returns the `Fire`
+    /// commands for them (with `now` as the proposer's time). A fire more than
+    /// `misfire` in the past is a misfire: the job's policy decides ([`catch_up`]).
+    /// Each job's next fire goes back on the heap.
+    pub fn take_due(&mut self, now: i64, horizon: i64, misfire: i64) -> Vec<Command> {
+        let mut fires = Vec::new();
+        while let Some(Reverse((t, job))) = self.heap.peek().copied() {
+            if t > now + horizon {
+                break;
+            }
+            self.heap.pop();
+            let Some((plan, policy)) = self.plans.get(&job).cloned() else {
+                continue;
+            };
+            let last = if t < now - misfire {
+                catch_up(&plan, job, t, now, misfire, policy, &mut fires)
+            } else {
+                fires.push(Command::Fire {
+                    job,
+                    fire_time_ms: t,
+                    now_ms: now,
+                    skip: None,
+                });
+                t
+            };
+            match plan.timer {
+                Timer::FixedDelay { .. } => {
+                    self.delayed.insert(job);
+                }
+                _ => {
+                    if let Some(next) = plan.next_after(last) {
+                        self.heap.push(Reverse((next, job)));
+                    }
+                }
+            }
+        }
+        fires
+    }
+}
+
+/// Misfires of `job` from `first` on: the policy decides. Returns the last fire
+/// time handled (the wheel continues after it).
+fn catch_up(
+    plan: &Plan,
+    job: JobId,
+    first: i64,
+    now: i64,
+    threshold: i64,
+    policy: MisfirePolicy,
+    out: &mut Vec<Command>,
+) -> i64 {
+    let mut missed = vec![first];
+    let mut t = first;
+    while let Some(next) = plan.next_after(t) {
+        if next >= now - threshold {
+            break;
+        }
+        missed.push(next);
+        t = next;
+    }
+    tracing::warn!(job = job.0, missed = missed.len(), ?policy, "misfired: catching up");
+    let last = *missed.last().unwrap_or(&first);
+    // Keep the newest records; the oldest beyond the cap are folded into the first kept one.
+    let keep_from = missed.len().saturating_sub(MAX_CATCH_UP_RECORDS);
+    let folded = keep_from;
+    for (i, fire_time) in missed.into_iter().enumerate().skip(keep_from) {
+        let runs = policy == MisfirePolicy::FireOnce && fire_time == last;
+        let skip = if runs {
+            None
+        } else if i == keep_from && folded > 0 {
+            Some(format!(
+                "misfire ({policy:?}; {folded} earlier misfires not recorded one by one)"
+            ))
+        } else {
+            Some(format!("misfire ({policy:?})"))
+        };
+        out.push(Command::Fire {
+            job,
+            fire_time_ms: fire_time,
+            now_ms: now,
+            skip,
+        });
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(interval: u64) -> Plan {
+        let spec = serde_json::from_value(serde_json::json!({
+            "app": "a", "name": "j",
+            "schedule": {"type": "fixed_rate", "interval_ms": interval, "start_at_ms": 0},
+            "processor": {"type": "shell", "script": "true"}
+        }))
+        .expect("spec");
+        Plan::new(&spec, 0).expect("plan")
+    }
+
+    fn summary(out: &[Command]) -> Vec<(i64, bool)> {
+        out.iter()
+            .map(|c| match c {
+                Command::Fire { fire_time_ms, skip, .. } => (*fire_time_ms, skip.is_some()),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn state_with_fixed_rate_job(interval_ms: u64, created_at_ms: i64) -> State {
+        let mut s = State::default();
+        s.apply(&Command::CreateApp {
+            name: "a".into(),
+            secret: "secret".into(),
+            now_ms: created_at_ms,
+        })
+        .0
+        .expect("app");
+        let spec = serde_json::from_value(serde_json::json!({
+            "app": "a", "name": "j",
+            "schedule": {"type": "fixed_rate", "interval_ms": interval_ms, "start_at_ms": 0},
+            "processor": {"type": "shell", "script": "true"}
+        }))
+        .expect("spec");
+        s.apply(&Command::CreateJob {
+            spec,
+            now_ms: created_at_ms,
+        })
+        .0
+        .expect("job");
+        s
+    }
+
+    #[test]
+    fn take_due_fires_within_the_horizon_once_and_keeps_the_next() {
+        let s = state_with_fixed_rate_job(1_000, 10_500);
+        let mut w = Wheel::build(&s);
+        assert_eq!(w.jobs(), 1);
+        assert_eq!(w.next_due(), Some(11_000));
+        // Not yet within the horizon (100 ms).
+        assert!(w.take_due(10_800, 100, 5_000).is_empty());
+        let fires = w.take_due(10_900, 100, 5_000);
+        assert_eq!(summary(&fires), [(11_000, false)]);
+        assert_eq!(w.next_due(), Some(12_000), "the next fire is back on the heap");
+        assert!(w.take_due(10_950, 100, 5_000).is_empty(), "taken once");
+        // Two periods at once (a slow tick): both fire, in order.
+        assert_eq!(
+            summary(&w.take_due(12_950, 100, 5_000)),
+            [(12_000, false), (13_000, false)]
+        );
+    }
+
+    #[test]
+    fn a_rebuilt_wheel_starts_after_the_last_recorded_fire() {
+        let mut s = state_with_fixed_rate_job(1_000, 10_500);
+        let mut w = Wheel::build(&s);
+        for f in w.take_due(10_950, 100, 5_000) {
+            s.apply(&f).0.expect("fire");
+        }
+        // A new leader builds from the state: it must not fire 11_000 again.
+        let w2 = Wheel::build(&s);
+        assert_eq!(w2.next_due(), Some(12_000));
+    }
+
+    #[test]
+    fn fire_once_runs_the_newest_misfire_and_records_the_rest() {
+        let mut out = Vec::new();
+        let last = catch_up(
+            &plan(1_000),
+            JobId(1),
+            1_000,
+            10_500,
+            5_000,
+            MisfirePolicy::FireOnce,
+            &mut out,
+        );
+        // Misfires are the fires older than now - threshold = 5_500.
+        assert_eq!(last, 5_000);
+        assert_eq!(
+            summary(&out),
+            [
+                (1_000, true),
+                (2_000, true),
+                (3_000, true),
+                (4_000, true),
+                (5_000, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn skip_records_every_misfire() {
+        let mut out = Vec::new();
+        let last = catch_up(
+            &plan(1_000),
+            JobId(1),
+            1_000,
+            10_500,
+            5_000,
+            MisfirePolicy::Skip,
+            &mut out,
+        );
+        assert_eq!(last, 5_000);
+        assert!(summary(&out).iter().all(|(_, skipped)| *skipped));
+        assert_eq!(out.len(), 5);
+    }
+
+    #[test]
+    fn long_outages_are_bounded() {
+        let mut out = Vec::new();
+        let last = catch_up(
+            &plan(100),
+            JobId(1),
+            100,
+            10_000_000,
+            5_000,
+            MisfirePolicy::FireOnce,
+            &mut out,
+        );
+        assert_eq!(out.len(), MAX_CATCH_UP_RECORDS);
+        assert_eq!(last, 9_994_900);
+        assert!(matches!(&out[0], Command::Fire { skip: Some(s), .. } if s.contains("earlier misfires")));
+    }
+}
