@@ -2,7 +2,7 @@
 //! answered by a [`Response`].
 //!
 //! Every time value (`now_ms`) is the proposer's clock, carried in the command,
-//! so that `apply` never reads a clock (rule 1).
+//! so that `apply` never reads a clock (rule 1, docs/rules.md).
 
 use qron_proto::api::JobSpec;
 use serde::{Deserialize, Serialize};
@@ -44,7 +44,7 @@ pub enum Command {
         now_ms: i64,
     },
     /// Assigns a waiting instance to a worker as attempt `attempt` (the current + 1).
-    /// Only once this is committed may the leader send the dispatch (rule 2).
+    /// Only once this is committed may the leader send the dispatch (rule 2, docs/rules.md).
     Assign {
         instance: InstanceId,
         attempt: u32,
@@ -102,7 +102,7 @@ pub enum Command {
         instance: InstanceId,
         now_ms: i64,
     },
-    /// A schedule fired for `fire_time_ms` (rule 3: a no-op unless newer than the
+    /// A schedule fired for `fire_time_ms` (rule 3 of docs/rules.md: a no-op unless newer than the
     /// job's last fire). With `skip`, the fire is recorded as skipped (misfire
     /// policy) instead of creating a runnable instance; a fire over the job's
     /// `max_instances` is recorded as skipped too.

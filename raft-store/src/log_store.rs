@@ -6,7 +6,7 @@
 //! * `meta`: `vote`, `last_purged`, `committed`, and `snapshot` (the current
 //!   snapshot's meta, written by the state machine).
 //!
-//! Durability (rule 7): `save_vote` writes with `sync = true` before it returns.
+//! Durability (rule 7, docs/rules.md): `save_vote` writes with `sync = true` before it returns.
 //! `append` writes its batch to the WAL without syncing and hands the
 //! `LogFlushed` callback to a flusher thread; the flusher fsyncs the WAL once
 //! for every callback queued so far (group commit) and only then completes

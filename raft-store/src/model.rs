@@ -33,7 +33,7 @@ pub struct Job {
     pub spec: JobSpec,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
-    /// Newest fire time recorded (rule 3: a fire not newer than this is a no-op).
+    /// Newest fire time recorded (rule 3 of docs/rules.md: a fire not newer than this is a no-op).
     pub last_fire_ms: Option<i64>,
     /// The instance of the newest fire (fixed delay chains from its end).
     #[serde(default)]

@@ -1,7 +1,7 @@
 //! When a job fires: pure functions of its spec and instants, shared by the
 //! leader's time wheel and the `next-fires` API. No clock is read here.
 //!
-//! Daylight saving (DESIGN.md, scheduling): a cron time inside a skipped hour
+//! Daylight saving (docs/scheduler.md, "Daylight saving"): a cron time inside a skipped hour
 //! fires once, at the first instant after the gap; in a repeated hour a job whose
 //! hour field is fixed fires once (the first occurrence), while a job whose hour
 //! field is `*` or a step fires at every real instant it names (both passes).

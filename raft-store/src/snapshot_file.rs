@@ -1,5 +1,5 @@
 //! The snapshot data type openraft moves around: a file on disk, so a snapshot
-//! is streamed in chunks instead of being held whole in memory (rule 9).
+//! is streamed in chunks instead of being held whole in memory (rule 9, docs/rules.md).
 
 use std::io;
 use std::path::{Path, PathBuf};

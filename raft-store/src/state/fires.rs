@@ -1,6 +1,6 @@
 //! Fires: a schedule's tick, recorded as an instance.
 //!
-//! Owns `Command::Fire`: at most one instance per job and fire time (rule 3),
+//! Owns `Command::Fire`: at most one instance per job and fire time (rule 3, docs/rules.md),
 //! a skipped fire (misfire policy, `max_instances`) kept as a canceled
 //! instance rather than dropped, and the job's record of its last fire. Never
 //! decides when a job is due: the leader's scheduler does, and the time

@@ -1,10 +1,10 @@
 //! The replicated state and its pure `apply`.
 //!
 //! `State::apply` reads nothing but the state and the command: no clock, no
-//! randomness, no I/O (rule 1). Maps are ordered and the encoding is canonical
+//! randomness, no I/O (rule 1, docs/rules.md). Maps are ordered and the encoding is canonical
 //! (serde_json over `BTreeMap`s and structs in declaration order), so two nodes
 //! that applied the same log produce the same bytes and the same
-//! [`State::digest`] (rule 10).
+//! [`State::digest`] (rule 10, docs/rules.md).
 //!
 //! This file owns the record and the dispatch: `apply` hands each command to
 //! the one method that handles it, in `apps`, `jobs`, `instances`, `fires` or

@@ -6,7 +6,7 @@
 //! - a waiting instance whose time has come is assigned to a worker the job's
 //!   filter and strategy pick (`Assign`, sent only once committed, rule 2 of docs/rules.md), or
 //!   failed when no live worker could ever take it and the job says fail (only
-//!   after the failover grace, rule 6: workers may still be reconnecting);
+//!   after the failover grace, rule 6 of docs/rules.md: workers may still be reconnecting);
 //! - an assigned or running instance whose worker came back as a new process
 //!   is lost now (it died with the old process); one whose worker is gone is
 //!   lost after the grace; one committed to a connected worker that does not
