@@ -18,6 +18,7 @@ pub mod command;
 pub mod instance;
 pub mod log_store;
 pub mod model;
+pub mod raft_types;
 pub mod schedule;
 pub mod snapshot_file;
 pub mod state;
@@ -27,27 +28,11 @@ pub mod types;
 pub use command::{Command, CommandError, Reply, Response};
 pub use instance::{Instance, InstanceId, InstanceLog, InstanceStatus};
 pub use log_store::LogStore;
+pub use raft_types::{Entry, Raft, StorageError, TypeConfig};
 pub use snapshot_file::SnapshotFile;
 pub use state::State;
 pub use state_machine::{SharedState, StateMachineStore};
 pub use types::{JobId, NodeId, QronNode};
-
-openraft::declare_raft_types!(
-    /// openraft's type configuration for qron.
-    pub TypeConfig:
-        D = Command,
-        R = Response,
-        NodeId = NodeId,
-        Node = QronNode,
-        SnapshotData = SnapshotFile,
-);
-
-/// The openraft handle of a qron node.
-pub type Raft = openraft::Raft<TypeConfig>;
-/// A log entry of qron's Raft log.
-pub type Entry = openraft::Entry<TypeConfig>;
-/// The storage error openraft expects from our stores.
-pub type StorageError = openraft::StorageError<NodeId>;
 
 /// Opens (or creates) the RocksDB database and the snapshot directory under
 /// `dir` and returns the log store and the state machine sharing them.

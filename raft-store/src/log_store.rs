@@ -25,7 +25,8 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Opt
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Entry, NodeId, StorageError, TypeConfig};
+use crate::raft_types::{Entry, StorageError, TypeConfig};
+use crate::types::NodeId;
 
 pub(crate) const CF_LOGS: &str = "logs";
 pub(crate) const CF_META: &str = "meta";

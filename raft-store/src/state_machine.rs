@@ -27,9 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Reply, Response};
 use crate::log_store::{get_meta, put_meta};
+use crate::raft_types::{Entry, StorageError, TypeConfig};
 use crate::snapshot_file::SnapshotFile;
 use crate::state::State;
-use crate::{Entry, NodeId, QronNode, StorageError, TypeConfig};
+use crate::types::{NodeId, QronNode};
 
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
 

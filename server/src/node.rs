@@ -4,14 +4,13 @@
 //! stopped by one cancellation token. The top of the module graph: it composes
 //! and decides nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use openraft::error::{InitializeError, RaftError};
 use openraft::SnapshotPolicy;
-use qron_proto::raft::raft_service_client::RaftServiceClient;
 use qron_proto::raft::raft_service_server::RaftServiceServer;
 use qron_proto::raft::NodeInfoRequest;
 use qron_proto::worker::worker_service_server::WorkerServiceServer;
@@ -21,7 +20,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
@@ -30,7 +28,7 @@ use crate::dispatch::service::WorkerRpc;
 use crate::dispatch::{Dispatch, DispatchConfig};
 use crate::leadership;
 use crate::peers::Peers;
-use crate::raft::network::{raft_client, NetworkFactory};
+use crate::raft::network::{Clients, NetworkFactory};
 use crate::raft::service::RaftRpc;
 use crate::raft::MAX_MESSAGE_BYTES;
 use crate::role::Role;
@@ -220,7 +218,7 @@ async fn bootstrap(raft: &Raft, members: &BTreeMap<NodeId, String>) -> anyhow::R
 
 /// Asks every member for its HTTP address, which also tells which are reachable.
 async fn poll_peers(raft: Raft, peers: Arc<Peers>, me: NodeId, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut clients: HashMap<String, RaftServiceClient<Channel>> = HashMap::new();
+    let clients = Clients::default();
     let mut tick = tokio::time::interval(PEER_POLL);
     loop {
         tokio::select! {
@@ -238,17 +236,11 @@ async fn poll_peers(raft: Raft, peers: Arc<Peers>, me: NodeId, shutdown: Cancell
             .collect();
         for (id, addr) in members {
             let client = match clients.get(&addr) {
-                Some(c) => c.clone(),
-                None => match raft_client(&addr) {
-                    Ok(c) => {
-                        clients.insert(addr.clone(), c.clone());
-                        c
-                    }
-                    Err(e) => {
-                        tracing::warn!(node = id, %addr, error = %e, "bad peer address");
-                        continue;
-                    }
-                },
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(node = id, %addr, error = %e, "bad peer address");
+                    continue;
+                }
             };
             let peers = peers.clone();
             tokio::spawn(async move {

@@ -184,6 +184,27 @@ fn edges(modules: &Sources) -> BTreeMap<String, BTreeSet<String>> {
                 add(join(&parent, &segs));
             }
         }
+        // A module naming one of its own children by a relative path (`instances::run`
+        // in `api/mod.rs`) uses it: that is an edge too, so that a parent and a child
+        // that use each other form a circle.
+        let prefix = if m.is_empty() { String::new() } else { format!("{m}::") };
+        for child in modules.keys().filter_map(|k| k.strip_prefix(prefix.as_str())) {
+            if child.is_empty() || child.contains("::") {
+                continue;
+            }
+            let pat = format!("{child}::");
+            for (i, _) in code.match_indices(&pat) {
+                let before = code[..i].chars().next_back();
+                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+                    continue;
+                }
+                for segs in paths_after(&code[i..]) {
+                    if let Some(t) = resolve(modules, &join(m, &segs)) {
+                        targets.insert(t);
+                    }
+                }
+            }
+        }
         out.insert(m.clone(), targets);
     }
     out
@@ -299,7 +320,7 @@ fn the_checker_finds_a_planted_circle_through_super_and_groups() {
 fn the_checker_resolves_super_in_mod_rs_and_nested_files() {
     let s = synthetic(&[
         ("", "pub mod api; pub mod dispatch; pub mod clock;"),
-        ("dispatch", "pub mod plan; use plan::Plan;"),
+        ("dispatch", "pub mod plan; pub struct Dispatch;"),
         ("dispatch::plan", "use super::Dispatch; use crate::clock::now;"),
         ("api", "use crate::dispatch::plan::plan;"),
         ("clock", ""),
@@ -311,6 +332,18 @@ fn the_checker_resolves_super_in_mod_rs_and_nested_files() {
     );
     assert_eq!(g["api"], BTreeSet::from(["dispatch::plan".to_string()]));
     assert!(circles(&g).is_empty());
+}
+
+#[test]
+fn the_checker_sees_a_parent_and_a_child_that_use_each_other() {
+    let s = synthetic(&[
+        ("", "pub mod api;"),
+        ("api", "mod jobs; fn router() { get(jobs::list) } pub struct ApiState;"),
+        ("api::jobs", "use super::ApiState;"),
+    ]);
+    let g = edges(&s);
+    assert_eq!(g["api"], BTreeSet::from(["api::jobs".to_string()]));
+    assert_eq!(circles(&g), vec![vec!["api".to_string(), "api::jobs".to_string()]]);
 }
 
 #[test]

@@ -9,7 +9,8 @@ use qron_proto::api::{AppList, AppView, CreateApp};
 use qron_raft_store::{Command, Reply};
 use serde::Deserialize;
 
-use super::{ApiError, ApiJson, ApiQuery, ApiState};
+use super::error::{ApiError, ApiJson, ApiQuery};
+use super::state::ApiState;
 use crate::clock::now_ms;
 
 #[derive(Debug, Default, Deserialize)]

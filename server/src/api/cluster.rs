@@ -9,7 +9,8 @@ use openraft::{ChangeMembers, ServerState};
 use qron_proto::api::{AddNodeRequest, ClusterView, DigestView, NodeRole, NodeView};
 use qron_raft_store::{NodeId, QronNode};
 
-use super::{error, ApiError, ApiJson, ApiPath, ApiState};
+use super::error::{self, ApiError, ApiJson, ApiPath};
+use super::state::ApiState;
 use crate::discovery;
 
 /// `GET /api/v1/cluster`: answered locally by whichever node is asked.

@@ -4,43 +4,24 @@
 //! covers every endpoint. A forwarded request carries [`FORWARDED_HEADER`] and
 //! is never forwarded twice.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use qron_proto::raft::raft_service_client::RaftServiceClient;
 use qron_proto::raft::ForwardRequest;
 use qron_raft_store::QronNode;
-use tonic::transport::Channel;
 
-use super::{ApiError, ApiState, MAX_BODY};
+use super::error::ApiError;
+use super::state::{ApiState, MAX_BODY};
 use crate::discovery;
-use crate::raft::network::raft_client;
 use crate::raft::FORWARDED_HEADER;
 use crate::role::Role;
 
 /// How long a forwarded request may take on the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One gRPC client per leader address, reused across requests.
-#[derive(Default)]
-pub struct Clients(Mutex<HashMap<String, RaftServiceClient<Channel>>>);
-
-impl Clients {
-    fn get(&self, addr: &str) -> Result<RaftServiceClient<Channel>, ApiError> {
-        let mut clients = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = clients.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = raft_client(addr).map_err(|e| ApiError::Unavailable(format!("bad leader address {addr}: {e}")))?;
-        clients.insert(addr.to_owned(), c.clone());
-        Ok(c)
-    }
-}
 
 /// Whether the query string asks for a local (possibly stale) read.
 pub fn wants_stale(req: &Request) -> bool {
@@ -102,7 +83,10 @@ async fn forward(app: &ApiState, leader: &QronNode, req: Request) -> Result<Resp
             .unwrap_or_default()
             .to_owned(),
     };
-    let mut client = app.forward.get(&leader.grpc_addr).map_err(|e| e.to_string())?;
+    let mut client = app
+        .forward
+        .get(&leader.grpc_addr)
+        .map_err(|e| format!("bad leader address {}: {e}", leader.grpc_addr))?;
     let reply = tokio::time::timeout(FORWARD_TIMEOUT, client.forward(fwd))
         .await
         .map_err(|_| "timed out".to_owned())?

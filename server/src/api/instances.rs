@@ -10,7 +10,8 @@ use qron_raft_store::{Command, Instance, InstanceId, InstanceStatus, JobId, Repl
 use serde::Deserialize;
 
 use super::apps::ReadParams;
-use super::{ApiError, ApiPath, ApiQuery, ApiState};
+use super::error::{ApiError, ApiPath, ApiQuery};
+use super::state::ApiState;
 use crate::clock::now_ms;
 use crate::dispatch::messages;
 use crate::role::Role;

@@ -11,7 +11,8 @@ use qron_raft_store::{Command, JobId, Reply};
 use serde::Deserialize;
 
 use super::apps::ReadParams;
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::state::ApiState;
 use crate::clock::now_ms;
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,11 +12,6 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use qron_raft_store::{Command, Reply};
-
-use crate::context::Context;
-use crate::discovery;
-use crate::dispatch::Dispatch;
 
 mod apps;
 mod cluster;
@@ -26,49 +21,10 @@ pub mod instances;
 mod jobs;
 mod workers;
 
+mod state;
+
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
-
-/// Largest request body accepted (and forwarded).
-const MAX_BODY: usize = 4 * 1024 * 1024;
-
-/// What every handler can reach.
-pub struct ApiState {
-    pub ctx: Arc<Context>,
-    /// The leader's worker registry and dispatcher wake-up (workers list, run, stop).
-    pub dispatch: Arc<Dispatch>,
-    forward: forward::Clients,
-}
-
-impl ApiState {
-    pub fn new(ctx: Arc<Context>, dispatch: Arc<Dispatch>) -> Self {
-        ApiState {
-            ctx,
-            dispatch,
-            forward: forward::Clients::default(),
-        }
-    }
-
-    /// Proposes a command and returns what applying it answered.
-    pub async fn propose(&self, cmd: Command) -> Result<Reply, ApiError> {
-        let reply = crate::raft::propose(&self.ctx.raft, cmd)
-            .await
-            .map_err(|e| error::from_write_error(e, |id, n| discovery::hint(&self.ctx, id, n)))?;
-        Ok(reply?)
-    }
-
-    /// Waits until a read on this node is linearizable, unless `stale` asks for a local read.
-    pub async fn read_barrier(&self, stale: bool) -> Result<(), ApiError> {
-        if stale {
-            return Ok(());
-        }
-        self.ctx
-            .raft
-            .ensure_linearizable()
-            .await
-            .map(|_| ())
-            .map_err(|e| error::from_read_error(e, |id, n| discovery::hint(&self.ctx, id, n)))
-    }
-}
+pub use state::ApiState;
 
 /// Builds the router for `/api/v1` and `/server/acquire`.
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -97,7 +53,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), forward::to_leader))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(state::MAX_BODY))
         .with_state(state)
 }
 

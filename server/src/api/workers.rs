@@ -7,7 +7,8 @@ use axum::Json;
 use qron_proto::api::{AcquireView, MemberView, WorkerList};
 use serde::Deserialize;
 
-use super::{ApiError, ApiQuery, ApiState};
+use super::error::{ApiError, ApiQuery};
+use super::state::ApiState;
 use crate::discovery;
 
 #[derive(Debug, Default, Deserialize)]

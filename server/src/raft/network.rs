@@ -1,7 +1,8 @@
 //! openraft's `RaftNetwork` over gRPC. One lazily connected channel per peer;
 //! every call is bounded by openraft's time-to-live for it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -38,6 +39,24 @@ pub fn raft_client(addr: &str) -> Result<RaftServiceClient<Channel>, tonic::tran
     Ok(RaftServiceClient::new(channel(addr)?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// One gRPC client per peer address, made on first use and reused (forwarded
+/// API requests, the peer poller).
+#[derive(Default)]
+pub struct Clients(Mutex<HashMap<String, RaftServiceClient<Channel>>>);
+
+impl Clients {
+    /// The client for `addr` (`HOST:PORT`).
+    pub fn get(&self, addr: &str) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
+        let mut clients = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = raft_client(addr)?;
+        clients.insert(addr.to_owned(), c.clone());
+        Ok(c)
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
