@@ -391,8 +391,10 @@ async fn bad_registrations_and_malformed_messages_are_refused_and_change_nothing
         matches!(r, Ok(Some(server_message::Msg::Refused(ref f))) if f.reason.contains("Register")),
         "{r:?}"
     );
-    // A registered stream that then sends an empty message: InvalidArgument, stream closed.
-    let r = {
+    // A registered stream that then sends an empty message: refused with
+    // InvalidArgument naming the problem, which ends the stream. Our side stays
+    // open (`tx` lives until the answer), so the end is the server's doing.
+    let refusal = {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tx.send(register("raw", SECRET)).await?;
         tx.send(WorkerMessage { msg: None }).await?;
@@ -401,23 +403,30 @@ async fn bad_registrations_and_malformed_messages_are_refused_and_change_nothing
             .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?
             .into_inner();
-        let mut outcome = None;
-        while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
-            match m {
-                Some(_) => continue, // Registered
-                None => break,
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut seen = Vec::new();
+            loop {
+                match inbound.message().await {
+                    Ok(Some(m)) => seen.push(m.msg), // Registered
+                    Ok(None) => break Err(format!("the stream closed without an error after {seen:?}")),
+                    Err(status) => break Ok(status),
+                }
             }
-        }
-        if let Ok(Err(status)) = tokio::time::timeout(Duration::from_secs(1), inbound.message()).await {
-            outcome = Some(status.code());
-        }
+        })
+        .await;
         drop(tx);
-        outcome
+        end
     };
-    // Either the error arrived as the stream's end, or the stream simply closed; both leave the node well.
-    if let Some(code) = r {
-        assert_eq!(code, tonic::Code::InvalidArgument);
-    }
+    let status = match refusal {
+        Ok(Ok(status)) => status,
+        Ok(Err(no_refusal)) => panic!("an empty message was not refused: {no_refusal}"),
+        Err(_) => panic!("an empty message was not refused: the stream stayed open for 10 s"),
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("empty or unknown worker message"),
+        "the refusal does not name the problem: {status:?}"
+    );
     // A follower answers NotLeader with the leader's address.
     let follower = c.running().into_iter().find(|id| *id != leader).expect("a follower");
     let fgrpc = c.server(follower)?.grpc.clone();

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use qron_chaos_tests::chaos::skip_verdict;
 use qron_chaos_tests::{epoch_ms, eventually, ClusterOptions, TestCluster};
 use qron_proto::api::{InstanceList, InstanceView, JobView, NextFires, WorkerList};
 use serde_json::json;
@@ -86,14 +87,16 @@ async fn two_hundred_fixed_rate_jobs_fire_exactly_once_across_two_leader_kills()
         c.restart(l)?;
     }
 
-    // After the last fire, every job's fire times each have exactly one record.
+    // After the last fire, every job's fire times each have exactly one record. The
+    // wait below is on the records themselves (as many as fire times, all ended):
+    // the lifecycle ends after the last fire, so nothing can be added later.
     let end = t0 + FIRES * 1000 + 1_000;
-    tokio::time::sleep(Duration::from_millis((end - epoch_ms()).max(0) as u64)).await;
     let mut problems = Vec::new();
     let mut skipped = 0;
     let mut late: Vec<i64> = Vec::new();
     // One deadline for all jobs: a broken cluster fails the test instead of hanging it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline =
+        std::time::Instant::now() + Duration::from_millis((end - epoch_ms()).max(0) as u64) + Duration::from_secs(60);
     for id in &ids {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let all = eventually(left, "the job's instances to finish", || async {
@@ -117,7 +120,12 @@ async fn two_hundred_fixed_rate_jobs_fire_exactly_once_across_two_leader_kills()
                 None | Some([]) => problems.push(format!("job {id}: fire {t} (t0+{}) has no instance", t - t0)),
                 Some([one]) => {
                     if one.status == "CANCELED" && one.reason.starts_with("skipped") {
+                        // A recorded skip is also a way to never run twice: here no
+                        // reason excuses it (no full outage, no max_instances).
                         skipped += 1;
+                        if let Err(why) = skip_verdict(&one.reason, *t, &[]) {
+                            problems.push(format!("job {id}: fire {t} (t0+{}) was skipped: {why}", t - t0));
+                        }
                     } else if one.status != "SUCCEEDED" {
                         problems.push(format!("job {id}: fire {t} ended {} ({})", one.status, one.reason));
                     } else if let Some(s) = one.started_at_ms {
@@ -234,9 +242,24 @@ async fn cron_job_fires_on_time_and_next_fires_checks_a_schedule() -> anyhow::Re
             started - fire
         );
     }
-    // Disabling stops the fires.
+    // Disabling stops the fires. A witness job on the same schedule keeps firing:
+    // once it has fired twice after the disable, the scheduler has been through
+    // two fire times at which the disabled job would have fired too.
+    let witness: JobView = serde_json::from_value(
+        c.post_ok(
+            leader,
+            "/api/v1/jobs",
+            &json!({
+                "app": "demo", "name": "witness",
+                "schedule": {"type": "cron", "expression": "* * * * * *", "time_zone": "Europe/Paris"},
+                "processor": {"type": "shell", "script": "true"}
+            }),
+        )
+        .await?,
+    )?;
     c.post_ok(leader, &format!("/api/v1/jobs/{}/disable", job.id), &json!({}))
         .await?;
+    let disabled_at = epoch_ms();
     let settled = instances(&c, job.id).await?.len();
     let nf: NextFires = c.get(leader, &format!("/api/v1/jobs/{}/next-fires", job.id)).await?;
     assert_eq!(
@@ -244,7 +267,15 @@ async fn cron_job_fires_on_time_and_next_fires_checks_a_schedule() -> anyhow::Re
         5,
         "next-fires still shows the schedule of a disabled job"
     );
-    tokio::time::sleep(Duration::from_millis(1_500)).await; // two fire periods
+    eventually(
+        Duration::from_secs(20),
+        "the witness to fire twice after the disable",
+        || async {
+            let w: JobView = c.get(leader, &format!("/api/v1/jobs/{}", witness.id)).await.ok()?;
+            w.last_fire_ms.filter(|t| *t >= disabled_at + 2_000)
+        },
+    )
+    .await?;
     let after = instances(&c, job.id).await?.len();
     assert!(after <= settled + 1, "a disabled job kept firing: {settled} -> {after}");
     Ok(())
