@@ -182,7 +182,6 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
 
     use qron_raft_store::{JobId, Reply};
     use tokio::sync::mpsc;
@@ -229,20 +228,7 @@ mod tests {
         for (id, incarnation) in ids {
             let (tx, rx) = mpsc::channel(4);
             rxs.push(rx);
-            r.register(
-                Registration {
-                    worker_id: (*id).into(),
-                    incarnation: (*incarnation).into(),
-                    app: "demo".into(),
-                    tags: vec![],
-                    max_concurrency: 4,
-                    cpu_cores: 2,
-                    memory_total_mb: 1000,
-                    disk_total_mb: 1000,
-                    running: BTreeSet::new(),
-                },
-                tx,
-            );
+            r.register(Registration::for_test(id, incarnation, &[]), tx);
         }
         (r, rxs)
     }

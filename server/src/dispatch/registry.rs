@@ -184,30 +184,34 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reg(id: &str) -> Registration {
+impl Registration {
+    /// A worker of app "demo" with 4 slots, 2 cores, 1000 MB of memory and disk, for tests.
+    pub fn for_test(worker_id: &str, incarnation: &str, tags: &[&str]) -> Registration {
         Registration {
-            worker_id: id.into(),
-            incarnation: "i1".into(),
+            worker_id: worker_id.into(),
+            incarnation: incarnation.into(),
             app: "demo".into(),
-            tags: vec![],
+            tags: tags.iter().map(|t| t.to_string()).collect(),
             max_concurrency: 4,
             cpu_cores: 2,
-            memory_total_mb: 1024,
-            disk_total_mb: 1024,
+            memory_total_mb: 1000,
+            disk_total_mb: 1000,
             running: BTreeSet::new(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn reregistration_replaces_the_stream_and_old_heartbeats_are_ignored() {
         let r = Registry::default();
         let (tx1, _rx1) = mpsc::channel(4);
         let (tx2, mut rx2) = mpsc::channel(4);
-        let c1 = r.register(reg("w"), tx1);
-        let c2 = r.register(reg("w"), tx2);
+        let c1 = r.register(Registration::for_test("w", "i1", &[]), tx1);
+        let c2 = r.register(Registration::for_test("w", "i1", &[]), tx2);
         assert_ne!(c1, c2);
         r.heartbeat(
             "w",
@@ -238,7 +242,7 @@ mod tests {
     fn expire_removes_silent_workers() {
         let r = Registry::default();
         let (tx, _rx) = mpsc::channel(4);
-        r.register(reg("w"), tx);
+        r.register(Registration::for_test("w", "i1", &[]), tx);
         assert!(r.expire(Duration::from_secs(60)).is_empty());
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(r.expire(Duration::from_millis(1)), vec!["w".to_string()]);

@@ -76,7 +76,6 @@ pub fn pick<'a>(job: &JobSpec, workers: &'a [Worker], pending: &HashMap<String, 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
 
     use tokio::sync::mpsc;
 
@@ -105,20 +104,7 @@ mod tests {
         for (id, tags, running, cpu) in workers {
             let (tx, rx) = mpsc::channel(4);
             rxs.push(rx);
-            let conn = r.register(
-                Registration {
-                    worker_id: (*id).into(),
-                    incarnation: "i1".into(),
-                    app: "demo".into(),
-                    tags: tags.iter().map(|t| t.to_string()).collect(),
-                    max_concurrency: 4,
-                    cpu_cores: 2,
-                    memory_total_mb: 1000,
-                    disk_total_mb: 1000,
-                    running: BTreeSet::new(),
-                },
-                tx,
-            );
+            let conn = r.register(Registration::for_test(id, "i1", tags), tx);
             r.heartbeat(
                 id,
                 conn,
