@@ -36,6 +36,8 @@ use crate::scheduler::SchedulerConfig;
 
 /// How often peers are asked for their HTTP address (and counted reachable).
 const PEER_POLL: Duration = Duration::from_secs(1);
+/// How long shutdown waits for worker streams to end.
+const SESSIONS_DRAIN: Duration = Duration::from_secs(10);
 
 /// Runs a node until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -184,8 +186,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tracing::warn!(error = %e, "raft did not shut down cleanly");
     }
     while tasks.join_next().await.is_some() {}
+    // Worker streams end once the role is no longer Leader; bound the wait anyway.
     dispatch.sessions.close();
-    dispatch.sessions.wait().await;
+    if tokio::time::timeout(SESSIONS_DRAIN, dispatch.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(open = dispatch.sessions.len(), "worker streams still open at shutdown");
+    }
     result
 }
 
