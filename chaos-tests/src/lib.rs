@@ -371,6 +371,9 @@ impl TestCluster {
             .args(extra)
             .env("QRON_LOG", &self.opts.log)
             .env("NO_COLOR", "1")
+            // Each cluster's workers keep their state dirs (locked, one live worker
+            // each) under the cluster's own directory, so parallel tests never share one.
+            .env("QRON_WORKER_STATE_BASE", self.dir().join("worker-state"))
             .current_dir(self.dir())
             .process_group(0)
             .stdin(Stdio::null())

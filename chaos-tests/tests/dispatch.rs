@@ -367,16 +367,23 @@ async fn bad_registrations_and_malformed_messages_are_refused_and_change_nothing
         .await?;
     let before = c.wait_converged(Duration::from_secs(5)).await?;
 
-    // The real worker binary: a wrong secret and an unknown app end it with a clear message.
+    // The real worker binary: a wrong secret ends it with a clear message.
     c.spawn_worker("bad-secret", "demo", "wrong", &[])?;
     c.spawn_worker("bad-app", "nope", SECRET, &[])?;
-    for (name, needle) in [("bad-secret", "wrong secret"), ("bad-app", "unknown app")] {
-        let w = c.worker(name)?;
-        let st = w.wait_exit(Duration::from_secs(20))?;
-        assert!(!st.success(), "{name} should exit with an error");
-        let log = std::fs::read_to_string(&w.log_path)?;
-        assert!(log.contains(needle), "{name}: {log}");
-    }
+    let w = c.worker("bad-secret")?;
+    let st = w.wait_exit(Duration::from_secs(20))?;
+    assert!(!st.success(), "a wrong secret should end the worker with an error");
+    let log = std::fs::read_to_string(&w.log_path)?;
+    assert!(log.contains("wrong secret"), "{log}");
+    // An unknown app is retried with a warning (in compose or Kubernetes the app may
+    // be created a moment later): the worker registers once it exists.
+    let log_path = c.worker("bad-app")?.log_path.clone();
+    eventually(Duration::from_secs(20), "the unknown-app warning", || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        async move { log.contains("unknown app").then_some(()) }
+    })
+    .await?;
+    assert!(c.worker("bad-app")?.alive(), "an unknown app must not end the worker");
 
     let grpc = c.server(leader)?.grpc.clone();
     // A stream whose first message is not Register.
@@ -445,5 +452,22 @@ async fn bad_registrations_and_malformed_messages_are_refused_and_change_nothing
     }
     let after = c.wait_converged(Duration::from_secs(5)).await?;
     assert_eq!(before.digest, after.digest);
+
+    // The app the waiting worker asked for appears: it registers without a restart.
+    assert!(c.worker("bad-app")?.alive(), "an unknown app must not end the worker");
+    c.post_ok(leader, "/api/v1/apps", &json!({"name": "nope", "secret": SECRET}))
+        .await?;
+    eventually(
+        Duration::from_secs(20),
+        "bad-app registered once its app exists",
+        || {
+            let c = &c;
+            async move {
+                let l: WorkerList = c.get(leader, "/api/v1/workers?app=nope").await.ok()?;
+                l.workers.iter().any(|w| w.worker_id == "bad-app").then_some(())
+            }
+        },
+    )
+    .await?;
     Ok(())
 }

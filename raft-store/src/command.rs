@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::instance::{Instance, InstanceId, InstanceStatus};
 use crate::model::Job;
-use crate::types::JobId;
+use crate::types::{Attempt, JobId, WorkerId};
 
 /// A change to the replicated state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +47,8 @@ pub enum Command {
     /// Only once this is committed may the leader send the dispatch (rule 2, docs/rules.md).
     Assign {
         instance: InstanceId,
-        attempt: u32,
-        worker: String,
+        attempt: Attempt,
+        worker: WorkerId,
         /// The worker process it was assigned to (see `Register.incarnation`).
         #[serde(default)]
         incarnation: String,
@@ -57,7 +57,7 @@ pub enum Command {
     /// A worker's report on an attempt (RUNNING, SUCCEEDED or FAILED); fenced by attempt.
     Report {
         instance: InstanceId,
-        attempt: u32,
+        attempt: Attempt,
         status: InstanceStatus,
         result: String,
         exit_code: Option<i32>,
@@ -68,7 +68,7 @@ pub enum Command {
     /// Appends a batch of an attempt's output at byte `offset` of that attempt's stream.
     AppendLog {
         instance: InstanceId,
-        attempt: u32,
+        attempt: Attempt,
         offset: u64,
         data: String,
         /// Per-instance cap in bytes (the leader's setting, carried so apply is deterministic).
@@ -77,7 +77,16 @@ pub enum Command {
     /// The worker of an assigned or running attempt is gone: retry or fail.
     WorkerLost {
         instance: InstanceId,
-        attempt: u32,
+        attempt: Attempt,
+        reason: String,
+        now_ms: i64,
+    },
+    /// A worker gives back an attempt it never started (it is shutting down, or
+    /// its lease lapsed before the start): back to waiting without spending the
+    /// retry budget; or, for a stopped attempt, the confirmation that it ended.
+    Release {
+        instance: InstanceId,
+        attempt: Attempt,
         reason: String,
         now_ms: i64,
     },

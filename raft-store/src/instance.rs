@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::JobId;
+use crate::types::{Attempt, JobId, WorkerId};
 
 /// Longest result text kept (bytes); longer results are cut at a char boundary.
 pub const MAX_RESULT_LEN: usize = 4 * 1024;
@@ -97,6 +97,8 @@ pub enum Verb {
     FailBeforeDispatch,
     /// An operator stops a waiting or running instance.
     Stop,
+    /// A worker gives back an attempt it never started (shutting down, lease lapsed).
+    Release,
     /// An operator cancels an instance not dispatched yet.
     Cancel,
     /// An operator runs a failed, stopped or canceled instance again.
@@ -110,11 +112,13 @@ impl Verb {
         use InstanceStatus::*;
         let starts = match self {
             Verb::Assign | Verb::FailBeforeDispatch | Verb::Cancel => from == WaitingDispatch,
+            Verb::Release => from == WaitingWorkerReceive,
             Verb::DeclareLost => matches!(from, WaitingWorkerReceive | Running),
             Verb::Stop => !from.is_terminal(),
             Verb::Retry => matches!(from, Failed | Stopped | Canceled),
-            // Reports are fenced by attempt, not by status: the table alone decides.
-            Verb::Report(_) => true,
+            // Reports are fenced by attempt; a finished instance takes no report (a late
+            // FAILED of a stopped attempt must not revive it after Stop, Retry, Stop).
+            Verb::Report(_) => !from.is_terminal(),
         };
         // Staying put is not a move: a FAILED report for an attempt already put
         // back to waiting (its worker declared lost) still records its result.
@@ -129,6 +133,7 @@ impl fmt::Display for Verb {
             Verb::Assign => f.write_str("assign"),
             Verb::Report(status) => write!(f, "report {} for", status.name()),
             Verb::DeclareLost => f.write_str("declare lost"),
+            Verb::Release => f.write_str("release"),
             Verb::FailBeforeDispatch => f.write_str("fail before dispatch"),
             Verb::Stop => f.write_str("stop"),
             Verb::Cancel => f.write_str("cancel"),
@@ -146,14 +151,19 @@ pub struct Instance {
     pub status: InstanceStatus,
     /// Number of the current assignment; 0 until first assigned. Each assignment
     /// to a worker is a new attempt.
-    pub attempt: u32,
+    pub attempt: Attempt,
     /// The last attempt the retry budget allows; past it a lost or failed attempt fails the instance.
-    pub max_attempt: u32,
+    pub max_attempt: Attempt,
     /// The worker of the current attempt.
-    pub worker: Option<String>,
+    pub worker: Option<WorkerId>,
     /// The worker process (incarnation) the current attempt was assigned to.
     #[serde(default)]
     pub worker_incarnation: Option<String>,
+    /// An attempt an operator stopped while a worker held it, until that worker
+    /// confirms it ended (rule 11, docs/rules.md). No new attempt is assigned
+    /// while it is set, so a retry never runs beside the attempt it replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_pending: Option<PendingStop>,
     pub params: String,
     pub created_at_ms: i64,
     /// The scheduled fire time, for instances a schedule fired: the worker starts
@@ -172,12 +182,22 @@ pub struct Instance {
     pub reason: String,
 }
 
+/// A stopped attempt its worker has not yet confirmed ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingStop {
+    pub attempt: Attempt,
+    pub worker: WorkerId,
+    /// The worker process it was assigned to: a new process of the same worker
+    /// has killed what the old one left (before it registered), which confirms.
+    pub incarnation: String,
+}
+
 /// An instance's log: every attempt's output, one after the other.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceLog {
     pub text: String,
     /// Bytes of each attempt's stream accepted so far (the next batch must start there).
-    pub received: BTreeMap<u32, u64>,
+    pub received: BTreeMap<Attempt, u64>,
     /// The cap was reached: later output was dropped.
     pub truncated: bool,
 }
@@ -195,8 +215,8 @@ pub fn bounded(text: &str, max: usize) -> String {
 }
 
 /// Back-off before retry `attempt + 1` (after `attempt` failed), per the job's settings.
-pub fn backoff_ms(b: &qron_proto::api::Backoff, attempt: u32) -> u64 {
-    let steps = attempt.saturating_sub(1).min(30);
+pub fn backoff_ms(b: &qron_proto::api::Backoff, attempt: Attempt) -> u64 {
+    let steps = attempt.0.saturating_sub(1).min(30);
     let factor = u64::from(b.multiplier.max(1)).saturating_pow(steps);
     b.initial_ms.saturating_mul(factor).min(b.max_ms)
 }
@@ -258,6 +278,15 @@ mod tests {
                 if allowed(Verb::Stop) {
                     assert!(!from.is_terminal(), "stop from {from:?}");
                 }
+                if allowed(Verb::Report(to)) {
+                    assert!(
+                        !from.is_terminal(),
+                        "a report moved a finished instance: {from:?} -> {to:?}"
+                    );
+                }
+                if allowed(Verb::Release) {
+                    assert_eq!(from, WaitingWorkerReceive, "release from {from:?}");
+                }
             }
         }
         assert!(Verb::Retry.allows(Failed, WaitingDispatch));
@@ -297,10 +326,10 @@ mod tests {
             multiplier: 3,
             max_ms: 1_000,
         };
-        assert_eq!(backoff_ms(&b, 1), 100);
-        assert_eq!(backoff_ms(&b, 2), 300);
-        assert_eq!(backoff_ms(&b, 3), 900);
-        assert_eq!(backoff_ms(&b, 4), 1_000);
-        assert_eq!(backoff_ms(&b, 400), 1_000);
+        assert_eq!(backoff_ms(&b, Attempt(1)), 100);
+        assert_eq!(backoff_ms(&b, Attempt(2)), 300);
+        assert_eq!(backoff_ms(&b, Attempt(3)), 900);
+        assert_eq!(backoff_ms(&b, Attempt(4)), 1_000);
+        assert_eq!(backoff_ms(&b, Attempt(400)), 1_000);
     }
 }

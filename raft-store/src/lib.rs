@@ -26,13 +26,13 @@ pub mod state_machine;
 pub mod types;
 
 pub use command::{Command, CommandError, Reply, Response};
-pub use instance::{Instance, InstanceId, InstanceLog, InstanceStatus};
+pub use instance::{Instance, InstanceId, InstanceLog, InstanceStatus, PendingStop};
 pub use log_store::LogStore;
 pub use raft_types::{Entry, Raft, StorageError, TypeConfig};
 pub use snapshot_file::SnapshotFile;
 pub use state::State;
 pub use state_machine::{SharedState, StateMachineStore};
-pub use types::{JobId, NodeId, QronNode};
+pub use types::{Attempt, JobId, NodeId, QronNode, WorkerId};
 
 /// Opens (or creates) the RocksDB database and the snapshot directory under
 /// `dir` and returns the log store and the state machine sharing them.

@@ -30,3 +30,48 @@ impl fmt::Display for JobId {
         write!(f, "{}", self.0)
     }
 }
+
+/// Which attempt of an instance: 0 before the first dispatch, raised by each
+/// assignment to a worker. Reports, logs and losses are fenced by it (rule 1,
+/// docs/rules.md). Serialized as the bare number, so the log is unchanged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Attempt(pub u32);
+
+impl Attempt {
+    /// The attempt after this one.
+    pub fn next(self) -> Attempt {
+        Attempt(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A worker's name (its `--worker-id`), unique among the live workers of a
+/// cluster. A restarted worker keeps it; its incarnation changes. Serialized as
+/// the bare string.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkerId(pub String);
+
+impl WorkerId {
+    /// A worker id with this name.
+    pub fn new(name: impl Into<String>) -> Self {
+        WorkerId(name.into())
+    }
+
+    /// The name, as the wire carries it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -6,7 +6,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use proptest::prelude::*;
 use qron_proto::api::JobSpec;
-use qron_raft_store::{Command, Entry, InstanceId, InstanceStatus, JobId, Response, State};
+use qron_raft_store::{Attempt, Command, Entry, InstanceId, InstanceStatus, JobId, Response, State, WorkerId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const APPS: [&str; 4] = ["a", "b", "c", ""];
@@ -37,6 +37,10 @@ const STATUSES: [InstanceStatus; 4] = [
 ];
 
 /// Commands about instances: run, assign, report, logs, loss, operator verbs.
+fn attempt() -> impl Strategy<Value = Attempt> {
+    (0u32..4).prop_map(Attempt)
+}
+
 fn instance_command() -> impl Strategy<Value = Command> {
     let now = 0i64..2_000_000_000_000;
     let inst = (1u64..6).prop_map(InstanceId);
@@ -46,16 +50,20 @@ fn instance_command() -> impl Strategy<Value = Command> {
             params: "p".into(),
             now_ms
         }),
-        (inst.clone(), 0u32..4, prop_oneof![Just("w1"), Just("w2")], now.clone()).prop_map(
-            |(instance, attempt, w, now_ms)| Command::Assign {
+        (
+            inst.clone(),
+            attempt(),
+            prop_oneof![Just("w1"), Just("w2")],
+            now.clone()
+        )
+            .prop_map(|(instance, attempt, w, now_ms)| Command::Assign {
                 instance,
                 attempt,
-                worker: w.into(),
+                worker: WorkerId::new(w),
                 incarnation: String::new(),
                 now_ms
-            }
-        ),
-        (inst.clone(), 0u32..4, 0..STATUSES.len(), any::<u8>(), now.clone()).prop_map(
+            }),
+        (inst.clone(), attempt(), 0..STATUSES.len(), any::<u8>(), now.clone()).prop_map(
             |(instance, attempt, s, code, now_ms)| Command::Report {
                 instance,
                 attempt,
@@ -66,7 +74,7 @@ fn instance_command() -> impl Strategy<Value = Command> {
                 now_ms
             }
         ),
-        (inst.clone(), 0u32..4, 0u64..20, "[a-zé]{0,12}").prop_map(|(instance, attempt, offset, data)| {
+        (inst.clone(), attempt(), 0u64..20, "[a-zé]{0,12}").prop_map(|(instance, attempt, offset, data)| {
             Command::AppendLog {
                 instance,
                 attempt,
@@ -75,10 +83,16 @@ fn instance_command() -> impl Strategy<Value = Command> {
                 cap: 40,
             }
         }),
-        (inst.clone(), 0u32..4, now.clone()).prop_map(|(instance, attempt, now_ms)| Command::WorkerLost {
+        (inst.clone(), attempt(), now.clone()).prop_map(|(instance, attempt, now_ms)| Command::WorkerLost {
             instance,
             attempt,
             reason: "gone".into(),
+            now_ms
+        }),
+        (inst.clone(), attempt(), now.clone()).prop_map(|(instance, attempt, now_ms)| Command::Release {
+            instance,
+            attempt,
+            reason: "shutting down".into(),
             now_ms
         }),
         (inst.clone(), now.clone()).prop_map(|(instance, now_ms)| Command::FailInstance {
@@ -189,8 +203,8 @@ fn refused_tail() -> impl Strategy<Value = Vec<Command>> {
             .prop_map(move |(instance, now_ms)| twice(Command::RetryInstance { instance, now_ms })),
         (inst, prop_oneof![Just("w1"), Just("w2")], now).prop_map(|(instance, w, now_ms)| vec![Command::Assign {
             instance,
-            attempt: 0,
-            worker: w.into(),
+            attempt: Attempt(0),
+            worker: WorkerId::new(w),
             incarnation: String::new(),
             now_ms
         }]),

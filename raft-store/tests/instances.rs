@@ -1,7 +1,7 @@
 //! The instance lifecycle through `State::apply`: assignment, reports fenced by
 //! attempt, worker loss and retries, operator verbs, and idempotent logs.
 
-use qron_raft_store::{Command, CommandError, InstanceId, InstanceStatus, JobId, Reply, State};
+use qron_raft_store::{Attempt, Command, CommandError, InstanceId, InstanceStatus, JobId, Reply, State, WorkerId};
 
 fn setup(retries: u32) -> State {
     let mut s = State::default();
@@ -35,8 +35,8 @@ const I: InstanceId = InstanceId(1);
 fn assign(s: &mut State, attempt: u32, worker: &str) -> Result<Reply, CommandError> {
     s.apply(&Command::Assign {
         instance: I,
-        attempt,
-        worker: worker.into(),
+        attempt: Attempt(attempt),
+        worker: WorkerId::new(worker),
         incarnation: format!("{worker}-1"),
         now_ms: 10,
     })
@@ -46,7 +46,7 @@ fn assign(s: &mut State, attempt: u32, worker: &str) -> Result<Reply, CommandErr
 fn report(s: &mut State, attempt: u32, status: InstanceStatus) -> Result<Reply, CommandError> {
     s.apply(&Command::Report {
         instance: I,
-        attempt,
+        attempt: Attempt(attempt),
         status,
         result: format!("{status:?}"),
         exit_code: Some(0),
@@ -79,7 +79,7 @@ fn lost_worker_retries_and_late_report_of_old_attempt_changes_nothing() {
     report(&mut s, 1, InstanceStatus::Running).expect("running");
     s.apply(&Command::WorkerLost {
         instance: I,
-        attempt: 1,
+        attempt: Attempt(1),
         reason: "heartbeats stopped".into(),
         now_ms: 30,
     })
@@ -94,7 +94,7 @@ fn lost_worker_retries_and_late_report_of_old_attempt_changes_nothing() {
     // Out of retries now: losing attempt 2 fails the instance.
     s.apply(&Command::WorkerLost {
         instance: I,
-        attempt: 2,
+        attempt: Attempt(2),
         reason: "gone".into(),
         now_ms: 40,
     })
@@ -116,7 +116,7 @@ fn failed_report_retries_with_backoff_then_fails_with_exit_code() {
     assign(&mut s, 2, "w1").expect("assign 2");
     s.apply(&Command::Report {
         instance: I,
-        attempt: 2,
+        attempt: Attempt(2),
         status: InstanceStatus::Failed,
         result: "exit code 3".into(),
         exit_code: Some(3),
@@ -141,16 +141,24 @@ fn operator_verbs_follow_the_rules() {
         .0
         .expect("stop");
     assert_eq!(s.instances[&I].status, InstanceStatus::Stopped);
+    // The worker's last word on the stopped attempt confirms its end, nothing more.
+    report(&mut s, 1, InstanceStatus::Succeeded).expect("confirms the stop");
+    assert_eq!(
+        s.instances[&I].status,
+        InstanceStatus::Stopped,
+        "a stopped instance stays stopped"
+    );
+    assert!(s.instances[&I].stop_pending.is_none());
     assert!(
         report(&mut s, 1, InstanceStatus::Succeeded).is_err(),
-        "a stopped instance stays stopped"
+        "once confirmed, a report changes nothing"
     );
     s.apply(&Command::RetryInstance { instance: I, now_ms: 7 })
         .0
         .expect("retry");
     let i = &s.instances[&I];
     assert_eq!(i.status, InstanceStatus::WaitingDispatch);
-    assert_eq!(i.max_attempt, 2);
+    assert_eq!(i.max_attempt, Attempt(2));
     assign(&mut s, 2, "w2").expect("attempt 2 after retry");
 }
 
@@ -161,7 +169,7 @@ fn logs_are_idempotent_capped_and_marked() {
     let log = |s: &mut State, attempt, offset, data: &str, cap| {
         s.apply(&Command::AppendLog {
             instance: I,
-            attempt,
+            attempt: Attempt(attempt),
             offset,
             data: data.into(),
             cap,
@@ -268,4 +276,132 @@ fn a_disabled_job_does_not_fire() {
     assert!(matches!(fire(&mut s, 1_000, None), Err(CommandError::Conflict(_))));
     assert_eq!(s.jobs[&JobId(1)].last_fire_ms, None);
     assert_eq!(s.job_epoch, epoch, "a refused fire is not a job change");
+}
+
+fn stop(s: &mut State) -> Result<Reply, CommandError> {
+    s.apply(&Command::StopInstance {
+        instance: I,
+        now_ms: 30,
+    })
+    .0
+}
+
+fn retry(s: &mut State) -> Result<Reply, CommandError> {
+    s.apply(&Command::RetryInstance {
+        instance: I,
+        now_ms: 31,
+    })
+    .0
+}
+
+fn release(s: &mut State, attempt: u32) -> Result<Reply, CommandError> {
+    s.apply(&Command::Release {
+        instance: I,
+        attempt: Attempt(attempt),
+        reason: "the worker shut down".into(),
+        now_ms: 32,
+    })
+    .0
+}
+
+#[test]
+fn a_retry_waits_until_the_worker_confirms_the_stopped_attempt_ended() {
+    let mut s = setup(0);
+    assign(&mut s, 1, "w1").expect("assign");
+    report(&mut s, 1, InstanceStatus::Running).expect("running");
+    stop(&mut s).expect("stop");
+    let pending = s.instances[&I].stop_pending.clone().expect("a worker holds attempt 1");
+    assert_eq!((pending.attempt, pending.worker.as_str()), (Attempt(1), "w1"));
+    assert!(s.unconfirmed_stops.contains(&I));
+    retry(&mut s).expect("retry is accepted at once");
+    assert_eq!(s.instances[&I].status, InstanceStatus::WaitingDispatch);
+    let refused = assign(&mut s, 2, "w2");
+    assert!(
+        matches!(&refused, Err(CommandError::Conflict(m)) if m.contains("confirm")),
+        "attempt 2 must not start beside attempt 1: {refused:?}"
+    );
+    assert!(
+        report(&mut s, 1, InstanceStatus::Running).is_err(),
+        "a stopped attempt does not run again"
+    );
+    report(&mut s, 1, InstanceStatus::Failed).expect("the worker's final report confirms");
+    let i = &s.instances[&I];
+    assert_eq!(i.status, InstanceStatus::WaitingDispatch, "the retry stands");
+    assert!(i.stop_pending.is_none() && s.unconfirmed_stops.is_empty());
+    assign(&mut s, 2, "w2").expect("attempt 2 once attempt 1 is confirmed ended");
+}
+
+#[test]
+fn a_lost_or_restarted_worker_confirms_its_stopped_attempt() {
+    let mut s = setup(0);
+    assign(&mut s, 1, "w1").expect("assign");
+    stop(&mut s).expect("stop");
+    s.apply(&Command::WorkerLost {
+        instance: I,
+        attempt: Attempt(1),
+        reason: "worker w1 is gone".into(),
+        now_ms: 40,
+    })
+    .0
+    .expect("the loss confirms the stop");
+    let i = &s.instances[&I];
+    assert_eq!(i.status, InstanceStatus::Stopped);
+    assert!(i.stop_pending.is_none() && s.unconfirmed_stops.is_empty());
+}
+
+#[test]
+fn a_late_failed_report_never_revives_a_stopped_instance() {
+    // Stop, retry, stop; then attempt 1's FAILED report arrives (it was lost, so no
+    // stop was pending for it). Before the fix it moved STOPPED back to waiting.
+    let mut s = setup(1);
+    assign(&mut s, 1, "w1").expect("assign");
+    report(&mut s, 1, InstanceStatus::Running).expect("running");
+    s.apply(&Command::WorkerLost {
+        instance: I,
+        attempt: Attempt(1),
+        reason: "gone".into(),
+        now_ms: 25,
+    })
+    .0
+    .expect("lost");
+    stop(&mut s).expect("stop");
+    retry(&mut s).expect("retry");
+    stop(&mut s).expect("stop again");
+    let before = s.clone();
+    assert!(report(&mut s, 1, InstanceStatus::Failed).is_err());
+    assert_eq!(s, before, "a late report changed a stopped instance");
+    assert_eq!(s.instances[&I].status, InstanceStatus::Stopped);
+}
+
+#[test]
+fn stop_retry_stop_keeps_the_first_unconfirmed_stop() {
+    let mut s = setup(0);
+    assign(&mut s, 1, "w1").expect("assign");
+    stop(&mut s).expect("stop");
+    retry(&mut s).expect("retry");
+    stop(&mut s).expect("stop again");
+    assert_eq!(
+        s.instances[&I].stop_pending.as_ref().map(|p| p.attempt),
+        Some(Attempt(1)),
+        "the second stop must not forget that attempt 1 is unconfirmed"
+    );
+    report(&mut s, 1, InstanceStatus::Failed).expect("confirms");
+    assert_eq!(s.instances[&I].status, InstanceStatus::Stopped);
+}
+
+#[test]
+fn a_released_attempt_waits_again_without_spending_the_retry_budget() {
+    let mut s = setup(0);
+    assign(&mut s, 1, "w1").expect("assign");
+    release(&mut s, 1).expect("given back before it started");
+    let i = &s.instances[&I];
+    assert_eq!(i.status, InstanceStatus::WaitingDispatch);
+    assert_eq!(i.max_attempt, Attempt(2), "the unstarted attempt is not counted");
+    assert!(i.worker.is_none());
+    assert!(release(&mut s, 1).is_err(), "nothing to give back now");
+    assign(&mut s, 2, "w2").expect("attempt 2");
+    report(&mut s, 2, InstanceStatus::Running).expect("running");
+    let before = s.clone();
+    assert!(release(&mut s, 2).is_err(), "a started attempt cannot be given back");
+    assert_eq!(s, before);
 }

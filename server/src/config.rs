@@ -85,13 +85,15 @@ pub struct Args {
     #[arg(long, env = "QRON_PURGE_BATCH")]
     pub purge_batch: Option<u64>,
 
-    /// A worker silent for this long is dead and its instances are retried elsewhere [default: 5000].
+    /// A worker silent for this long is dead and its instances are retried elsewhere
+    /// [default: 5000]. Workers run under a lease of 3/5 of it (they kill their
+    /// attempts when no leader answered them for that long); the rest is the margin.
     #[arg(long, env = "QRON_WORKER_TIMEOUT_MS")]
     pub worker_timeout_ms: Option<u64>,
 
     /// After a leader change, how long the new leader waits for workers to reconnect
     /// before it declares any assigned instance lost; keep it above the workers'
-    /// failover time [default: 5000].
+    /// failover time and at least --worker-timeout-ms [default: 5000].
     #[arg(long, env = "QRON_FAILOVER_GRACE_MS")]
     pub failover_grace_ms: Option<u64>,
 
@@ -130,6 +132,13 @@ pub struct Args {
     #[serde(skip)]
     pub unsafe_test_fail_scheduler: Option<u32>,
 
+    /// TEST ONLY: a stopped attempt counts as ended at once (the stop is sent once
+    /// and not reconciled), so a retry may start beside it: breaks rule 11 on purpose,
+    /// for the chaos checker's own test. Refused unless QRON_ALLOW_UNSAFE_TEST_MODES=1.
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub unsafe_test_unconfirmed_stops: bool,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `qron_server=debug` [default: info].
     #[arg(long, env = "QRON_LOG")]
     pub log: Option<String>,
@@ -158,6 +167,7 @@ pub struct Config {
     pub fire_horizon: Duration,
     pub misfire_threshold: Duration,
     pub unsafe_dispatch_before_commit: bool,
+    pub unsafe_unconfirmed_stops: bool,
     /// TEST ONLY: scheduler starts that panic (see the flag).
     pub unsafe_fail_scheduler: u32,
     pub log: String,
@@ -169,6 +179,7 @@ macro_rules! merge {
             config: $cli.config.clone(),
             unsafe_test_dispatch_before_commit: $cli.unsafe_test_dispatch_before_commit,
             unsafe_test_fail_scheduler: $cli.unsafe_test_fail_scheduler,
+            unsafe_test_unconfirmed_stops: $cli.unsafe_test_unconfirmed_stops,
             $($field: $cli.$field.or($file.$field),)*
         }
     };
@@ -258,11 +269,22 @@ impl Args {
                 "--worker-timeout-ms ({worker_timeout}) must exceed --worker-heartbeat-ms ({worker_heartbeat}), which must be positive"
             );
         }
+        let failover_grace = self.failover_grace_ms.unwrap_or(5_000);
+        if failover_grace < worker_timeout {
+            // A worker cut off from the new leader must have killed its attempts (its
+            // lease is 3/5 of the worker timeout) before that leader may retry them.
+            bail!(
+                "--failover-grace-ms ({failover_grace}) must be at least --worker-timeout-ms ({worker_timeout}): see rule 11 in docs/rules.md"
+            );
+        }
         let unsafe_allowed = std::env::var("QRON_ALLOW_UNSAFE_TEST_MODES").as_deref() == Ok("1");
         if self.unsafe_test_dispatch_before_commit && !unsafe_allowed {
             bail!(
                 "--unsafe-test-dispatch-before-commit breaks exactly-once and is for the chaos checker's own test only"
             );
+        }
+        if self.unsafe_test_unconfirmed_stops && !unsafe_allowed {
+            bail!("--unsafe-test-unconfirmed-stops lets a retry run beside its stopped attempt and is for tests only");
         }
         if self.unsafe_test_fail_scheduler.is_some() && !unsafe_allowed {
             bail!("--unsafe-test-fail-scheduler makes the leader's scheduler panic and is for tests only");
@@ -286,12 +308,13 @@ impl Args {
             logs_kept: self.logs_kept.unwrap_or(1_000),
             purge_batch: self.purge_batch.unwrap_or(256).max(1),
             worker_timeout: Duration::from_millis(worker_timeout),
-            failover_grace: Duration::from_millis(self.failover_grace_ms.unwrap_or(5_000)),
+            failover_grace: Duration::from_millis(failover_grace),
             worker_heartbeat: Duration::from_millis(worker_heartbeat),
             max_log_bytes: self.max_log_bytes.unwrap_or(1024 * 1024),
             fire_horizon: Duration::from_millis(self.fire_horizon_ms.unwrap_or(500)),
             misfire_threshold: Duration::from_millis(self.misfire_threshold_ms.unwrap_or(5_000)),
             unsafe_dispatch_before_commit: self.unsafe_test_dispatch_before_commit,
+            unsafe_unconfirmed_stops: self.unsafe_test_unconfirmed_stops,
             unsafe_fail_scheduler: self.unsafe_test_fail_scheduler.unwrap_or(0),
             log: self.log.unwrap_or_else(|| "info".to_owned()),
         })

@@ -207,7 +207,10 @@ pub fn starter(ctx: Arc<Context>, d: Arc<Dispatch>, sched: SchedulerConfig) -> S
                         let ctx = ctx.clone();
                         move || role::role(&ctx.raft.metrics().borrow(), ctx.id, ctx.lease()) == Role::Leader(leader)
                     };
-                    if crate::raft::barrier(&ctx.raft, ctx.lease(), &token, still).await || token.is_cancelled() {
+                    if crate::raft::barrier(&ctx.raft, ctx.lease(), &token, still).await {
+                        d.ready.send_replace(Some(leader));
+                        Ok(())
+                    } else if token.is_cancelled() {
                         Ok(())
                     } else {
                         anyhow::bail!("lost the leadership before the term's first entry was applied")

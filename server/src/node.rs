@@ -83,7 +83,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         max_log_bytes: cfg.max_log_bytes,
         horizon: cfg.fire_horizon,
         unsafe_dispatch_before_commit: cfg.unsafe_dispatch_before_commit,
+        unsafe_unconfirmed_stops: cfg.unsafe_unconfirmed_stops,
     }));
+    if cfg.unsafe_unconfirmed_stops {
+        tracing::error!("UNSAFE TEST MODE: stopped attempts count as ended at once; a retry may run beside one");
+    }
     if cfg.unsafe_dispatch_before_commit {
         tracing::error!("UNSAFE TEST MODE: dispatches are sent before their assignment is committed");
     }

@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::AgentConfig;
-use crate::connection::{Connection, ConnectionState};
+use crate::connection::{incarnation, Connection, ConnectionState};
 use crate::error::AgentError;
-use crate::executor::{Executor, ProcessorMap};
+use crate::executor::{Env, Executor, ProcessorMap};
+use crate::groups::{default_state_dir, StateDir};
+use crate::lease::Lease;
 use crate::outbox::SharedOutbox;
 use crate::processor::Processor;
 
@@ -66,28 +68,62 @@ impl Agent {
     /// get the shutdown grace to finish (then are cancelled), and the last reports get
     /// a short while to be acknowledged.
     ///
-    /// Returns an error only for an unusable configuration or a registration the
-    /// leader refused (wrong secret, unknown app): unreachable servers are retried
-    /// for as long as the agent runs.
+    /// Before it registers, it locks its state dir and kills whatever a previous
+    /// process of this worker left running there (rule 11, docs/rules.md).
+    ///
+    /// Returns an error only for an unusable configuration or state dir, or a
+    /// registration the leader refused for good (a wrong secret): unreachable servers,
+    /// a leader still catching up and an app not created yet are retried for as long
+    /// as the agent runs.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
         self.cfg.validate()?;
         let cfg = Arc::new(self.cfg);
+        let dir_path = cfg
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| default_state_dir(&cfg.app, cfg.worker_id.as_str()));
+        let state_dir = if cfg.unsafe_orphan_scripts {
+            warn!("TEST MODE: scripts are not guarded and outlive this worker (breaks rule 11)");
+            None
+        } else {
+            let dir = Arc::new(StateDir::open(&dir_path)?);
+            dir.reap_leftovers().await?;
+            Some(dir)
+        };
         // Plain HTTP only (no TLS in this build); per-call timeouts are set per request.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(AgentError::HttpClient)?;
         let outbox = Arc::new(SharedOutbox::new());
-        let executor = Executor::new(cfg.clone(), self.processors, http, outbox.clone());
-        let connection = Connection::new(cfg.clone(), outbox.clone(), executor.clone(), self.state);
+        let lease = Arc::new(if cfg.unsafe_no_lease {
+            warn!("TEST MODE: no lease; attempts run on when no leader answers (breaks rule 11)");
+            Lease::disabled()
+        } else {
+            Lease::default()
+        });
+        let env = Env {
+            http,
+            outbox: outbox.clone(),
+            lease: lease.clone(),
+            state_dir: state_dir.clone(),
+            incarnation: incarnation().to_owned(),
+        };
+        let executor = Executor::new(cfg.clone(), self.processors, env);
+        let connection = Connection::new(cfg.clone(), outbox.clone(), executor.clone(), self.state, lease);
         info!(
             worker_id = %cfg.worker_id,
             app = %cfg.app,
             seeds = %cfg.seeds.join(","),
             max_concurrency = cfg.max_concurrency,
+            state_dir = %dir_path.display(),
             "worker agent starting"
         );
 
+        let lease_stop = CancellationToken::new();
+        // Whatever way this function returns, the lease watch stops with it.
+        let _lease_guard = lease_stop.clone().drop_guard();
+        tokio::spawn(executor.clone().watch_lease(lease_stop));
         let connection_stop = CancellationToken::new();
         let mut connection_task = tokio::spawn(connection.run(connection_stop.clone()));
         let ended = tokio::select! {
@@ -147,6 +183,8 @@ mod tests {
     #[tokio::test]
     async fn runs_without_any_server_and_stops_on_shutdown() {
         let mut cfg = AgentConfig::new(vec!["127.0.0.1:1".into()], "demo", "s");
+        let tmp = tempfile::tempdir().expect("tmp");
+        cfg.state_dir = Some(tmp.path().to_owned());
         cfg.shutdown_grace = Duration::from_millis(100);
         cfg.final_flush = Duration::from_millis(100);
         let agent = Agent::new(cfg);
@@ -161,6 +199,7 @@ mod tests {
         agent.run(shutdown).await.expect("a clean stop");
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(*state.borrow(), ConnectionState::Searching);
+        assert!(tmp.path().join("lock").exists(), "the state dir was opened");
     }
 
     #[tokio::test]

@@ -50,6 +50,18 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     /// On shutdown, how long the agent waits for its last reports to be acknowledged.
     pub final_flush: Duration,
+    /// Where the worker records its running process groups, so that a restart kills
+    /// what a crashed process left. `None`: `/var/tmp/qron-worker/<app>/<worker id>`
+    /// (the base can be moved with `QRON_WORKER_STATE_BASE`).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// TEST ONLY: no lease (attempts run on however long no leader answers). Breaks
+    /// rule 11 on purpose, for the chaos checker's own test.
+    #[doc(hidden)]
+    pub unsafe_no_lease: bool,
+    /// TEST ONLY: scripts run as before the process-group guards (no watcher, no
+    /// record, no kill of what they leave). Breaks rule 11 on purpose.
+    #[doc(hidden)]
+    pub unsafe_orphan_scripts: bool,
 }
 
 impl AgentConfig {
@@ -74,6 +86,9 @@ impl AgentConfig {
             cancel_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             final_flush: Duration::from_secs(2),
+            state_dir: None,
+            unsafe_no_lease: false,
+            unsafe_orphan_scripts: false,
         }
     }
 

@@ -8,6 +8,11 @@
 //! server says it is not the leader, the session ends and the loop finds the leader
 //! again. This module never runs instances and never drops a report: a session ending
 //! changes only where reports go next.
+//!
+//! It feeds the lease (rule 11, docs/rules.md): `Registered` grants it from when the
+//! Register left, each `Pong` renews it from when its ping left. A registered session
+//! whose lease is no longer in force ends before it handles another message, so a
+//! worker that wakes from a freeze acts on nothing its old leader buffered.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +21,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use qron_proto::worker::server_message::Msg as ServerMsg;
 use qron_proto::worker::worker_message::Msg as WorkerMsg;
 use qron_proto::worker::worker_service_client::WorkerServiceClient;
-use qron_proto::worker::{AcquireRequest, AcquireResponse, Heartbeat, Ping, Register, ServerMessage, WorkerMessage};
+use qron_proto::worker::{
+    AcquireRequest, AcquireResponse, Heartbeat, Ping, RefusedCode, Register, ServerMessage, WorkerMessage,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
@@ -28,6 +35,7 @@ use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::executor::Executor;
 use crate::fence::LeaderKey;
+use crate::lease::{BootInstant, Lease};
 use crate::load::{LoadSample, LoadSampler};
 use crate::outbox::SharedOutbox;
 use crate::util::{lock, now_ms};
@@ -92,6 +100,7 @@ pub(crate) struct Connection {
     executor: Executor,
     load: Arc<Mutex<LoadSampler>>,
     state: watch::Sender<ConnectionState>,
+    lease: Arc<Lease>,
 }
 
 impl Connection {
@@ -100,6 +109,7 @@ impl Connection {
         outbox: Arc<SharedOutbox>,
         executor: Executor,
         state: watch::Sender<ConnectionState>,
+        lease: Arc<Lease>,
     ) -> Self {
         Connection {
             cfg,
@@ -107,6 +117,7 @@ impl Connection {
             executor,
             load: Arc::new(Mutex::new(LoadSampler::new())),
             state,
+            lease,
         }
     }
 
@@ -263,6 +274,8 @@ impl Connection {
         let mut client = WorkerServiceClient::new(channel);
         let (tx, rx) = mpsc::channel::<WorkerMessage>(OUTBOUND_CAPACITY);
         // Register goes into the stream before it opens: it must be the first message.
+        // The lease its answer grants counts from here (no later than it leaves).
+        let register_sent = BootInstant::now();
         if tx.send(self.register_message().await).await.is_err() {
             return lost("the outbound stream closed before it opened".to_owned());
         }
@@ -293,6 +306,9 @@ impl Connection {
             tokio::select! {
                 _ = stop.cancelled() => break SessionEnd::Stopped,
                 _ = check.tick() => {
+                    if let Some(end) = self.lease_gone(registered) {
+                        break end;
+                    }
                     let silent = last_heard.elapsed();
                     if silent > self.cfg.ping_timeout {
                         break SessionEnd::Lost {
@@ -303,8 +319,13 @@ impl Connection {
                 }
                 msg = inbound.message() => match msg {
                     Ok(Some(m)) => {
+                        // Before anything the message says: a worker that woke from a
+                        // freeze must not act on what its old leader buffered.
+                        if let Some(end) = self.lease_gone(registered) {
+                            break end;
+                        }
                         last_heard = Instant::now();
-                        if let Some(end) = self.handle(m, target, &mut registered, &heartbeat_every, streak) {
+                        if let Some(end) = self.handle(m, target, &mut registered, &heartbeat_every, streak, register_sent) {
                             break end;
                         }
                     }
@@ -324,6 +345,17 @@ impl Connection {
         end
     }
 
+    /// Ends a registered session whose lease is no longer in force.
+    fn lease_gone(&self, registered: bool) -> Option<SessionEnd> {
+        (registered && !self.lease.valid()).then(|| SessionEnd::Lost {
+            registered: true,
+            why: format!(
+                "no answer from the leader within the lease ({} ms)",
+                self.lease.length().as_millis()
+            ),
+        })
+    }
+
     /// Acts on one server message; `Some` ends the session.
     fn handle(
         &self,
@@ -332,6 +364,7 @@ impl Connection {
         registered: &mut bool,
         heartbeat_every: &watch::Sender<Duration>,
         streak: &mut FailureStreak,
+        register_sent: BootInstant,
     ) -> Option<SessionEnd> {
         match m.msg? {
             ServerMsg::Registered(r) => {
@@ -348,6 +381,8 @@ impl Connection {
                         });
                     }
                 }
+                self.lease.set_length(Duration::from_millis(r.lease_ms));
+                self.lease.granted(register_sent);
                 *registered = true;
                 if r.heartbeat_interval_ms > 0 {
                     heartbeat_every.send_replace(Duration::from_millis(r.heartbeat_interval_ms));
@@ -368,7 +403,7 @@ impl Connection {
                 self.executor.on_ack(a.seq);
                 debug!(seq = a.seq, dropped, "reports acknowledged");
             }
-            ServerMsg::Pong(_) => {}
+            ServerMsg::Pong(p) => self.lease.answered(p.nonce),
             ServerMsg::NotLeader(n) => {
                 let to = n.leader_grpc.trim();
                 return Some(if n.has_leader && !to.is_empty() && to != target.addr {
@@ -386,7 +421,21 @@ impl Connection {
                     }
                 });
             }
-            ServerMsg::Refused(r) => return Some(SessionEnd::Refused(r.reason)),
+            ServerMsg::Refused(r) => {
+                return Some(match RefusedCode::try_from(r.code) {
+                    // A new leader still catching up: retry at once (with the back-off).
+                    Ok(RefusedCode::NotReady) => SessionEnd::Lost {
+                        registered: false,
+                        why: format!("{}: {}", target.addr, r.reason),
+                    },
+                    // The app may be created a moment later (compose, Kubernetes).
+                    Ok(RefusedCode::UnknownApp) => SessionEnd::Lost {
+                        registered: false,
+                        why: format!("{} (retrying until it exists)", r.reason),
+                    },
+                    _ => SessionEnd::Refused(r.reason),
+                });
+            }
         }
         None
     }
@@ -417,6 +466,8 @@ impl Connection {
                 _ = stop.cancelled() => return,
                 _ = ping.tick() => {
                     nonce += 1;
+                    // Noted before it leaves: its pong renews the lease from here.
+                    self.lease.ping_sent(nonce, BootInstant::now());
                     WorkerMessage { msg: Some(WorkerMsg::Ping(Ping { nonce })) }
                 }
                 _ = heartbeat.tick() => self.heartbeat_message().await,
@@ -620,7 +671,7 @@ impl FailureStreak {
 }
 
 /// This process's incarnation: pid and start time, fixed for the process's life.
-fn incarnation() -> &'static str {
+pub(crate) fn incarnation() -> &'static str {
     static INCARNATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     INCARNATION.get_or_init(|| {
         let nanos = std::time::SystemTime::now()
@@ -667,9 +718,16 @@ mod tests {
         cfg.connect_timeout = Duration::from_millis(300);
         let cfg = Arc::new(cfg);
         let outbox = Arc::new(SharedOutbox::new());
-        let exec = Executor::new(cfg.clone(), Default::default(), reqwest::Client::new(), outbox.clone());
+        let env = crate::executor::Env {
+            http: reqwest::Client::new(),
+            outbox: outbox.clone(),
+            lease: Arc::new(Lease::default()),
+            state_dir: None,
+            incarnation: "test".into(),
+        };
+        let exec = Executor::new(cfg.clone(), Default::default(), env);
         let (state, _) = watch::channel(ConnectionState::Searching);
-        let conn = Connection::new(cfg, outbox, exec, state);
+        let conn = Connection::new(cfg, outbox, exec, state, Arc::new(Lease::default()));
         let mut learned = Vec::new();
         let err = conn
             .acquire("", &mut learned)

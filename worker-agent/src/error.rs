@@ -1,8 +1,8 @@
 //! The one error type of the worker agent library.
 //!
-//! Only two kinds ever leave [`crate::Agent::run`]: a configuration the agent cannot
-//! work with, and a registration the leader refused (a wrong secret or an unknown app
-//! will not fix itself by retrying). Everything else — unreachable servers, broken
+//! Only three kinds ever leave [`crate::Agent::run`]: a configuration the agent cannot
+//! work with, a state dir it cannot use, and a registration the leader refused for good
+//! (a wrong secret will not fix itself by retrying; an unknown app may, and is retried). Everything else — unreachable servers, broken
 //! streams, missing pongs — is handled inside by reconnecting with back-off.
 
 use std::time::Duration;
@@ -49,6 +49,11 @@ pub enum AgentError {
     /// Could not build the HTTP client used by HTTP processors.
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+
+    /// The state dir cannot be used (locked by another worker, unreadable), or the
+    /// leftovers of a previous worker process it records would not die.
+    #[error("state dir: {0}")]
+    StateDir(String),
 
     /// A task of the agent itself died (a bug).
     #[error("internal error: {0}")]

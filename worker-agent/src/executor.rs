@@ -2,9 +2,11 @@
 //! failover changes where reports go, never what runs.
 //!
 //! This module owns the decision to run (fencing and once-only acceptance, through
-//! [`Fence`]), the wait for the start time and a free slot, the instance timeout, the
-//! cancel on stop or shutdown, the log flusher of each attempt, and the RUNNING and
-//! final reports. It never talks to the network: reports go into the outbox, and the
+//! [`Fence`]; the dispatch must name this process's incarnation and come while the
+//! lease holds), the wait for the start time and a free slot, the instance timeout, the
+//! cancel on stop, shutdown or a lapsed lease (rule 11, docs/rules.md), the log flusher
+//! of each attempt, and the RUNNING and final reports. An attempt that never started
+//! is given back (RELEASED), so it does not spend the instance's retry budget. It never talks to the network: reports go into the outbox, and the
 //! connection sends them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,16 +25,21 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::AgentConfig;
 use crate::fence::{Admission, Fence, LeaderKey};
+use crate::groups::StateDir;
 use crate::http::{run_http, HttpCall};
 use crate::ids::AttemptKey;
+use crate::lease::Lease;
 use crate::logs::{run_flusher, LogSink};
 use crate::outbox::{Report, SharedOutbox};
 use crate::processor::{CancelHandle, ProcessResult, Processor, TaskContext, TaskLogger};
-use crate::shell::run_shell;
+use crate::shell::run_shell_in;
 use crate::util::{lock, now_ms, truncate_text};
 
 /// Longest result text sent with a final status.
 const MAX_RESULT_BYTES: usize = 4 * 1024;
+
+/// How often the lease is checked while attempts are held.
+const LEASE_CHECK: Duration = Duration::from_millis(50);
 
 /// Custom processors by name.
 pub(crate) type ProcessorMap = HashMap<String, Arc<dyn Processor>>;
@@ -53,6 +60,21 @@ struct Inner {
     tasks: TaskTracker,
     /// Fires when the agent shuts down: no new dispatches, queued instances give up.
     draining: CancellationToken,
+    /// Renewed by the connection; when it lapses every held attempt is ended.
+    lease: Arc<Lease>,
+    /// Where shell attempts' process groups are recorded (none in unit tests).
+    state_dir: Option<Arc<StateDir>>,
+    /// This process's incarnation: dispatches meant for another one are refused.
+    incarnation: String,
+}
+
+/// What the executor needs besides its settings and processors.
+pub(crate) struct Env {
+    pub(crate) http: reqwest::Client,
+    pub(crate) outbox: Arc<SharedOutbox>,
+    pub(crate) lease: Arc<Lease>,
+    pub(crate) state_dir: Option<Arc<StateDir>>,
+    pub(crate) incarnation: String,
 }
 
 #[derive(Default)]
@@ -71,24 +93,68 @@ struct Held {
 }
 
 impl Executor {
-    pub(crate) fn new(
-        cfg: Arc<AgentConfig>,
-        processors: ProcessorMap,
-        http: reqwest::Client,
-        outbox: Arc<SharedOutbox>,
-    ) -> Self {
+    pub(crate) fn new(cfg: Arc<AgentConfig>, processors: ProcessorMap, env: Env) -> Self {
         let slots = Arc::new(Semaphore::new(cfg.max_concurrency.max(1) as usize));
         Executor {
             inner: Arc::new(Inner {
                 cfg,
                 processors,
-                http,
-                outbox,
+                http: env.http,
+                outbox: env.outbox,
                 state: Mutex::new(State::default()),
                 slots,
                 tasks: TaskTracker::new(),
                 draining: CancellationToken::new(),
+                lease: env.lease,
+                state_dir: env.state_dir,
+                incarnation: env.incarnation,
             }),
+        }
+    }
+
+    /// Ends every held attempt as soon as the lease lapses, until `stop` fires: the
+    /// leader may retry them elsewhere once its worker timeout passes, and the lease
+    /// is shorter by the margin (rule 11, docs/rules.md). Runs beside the connection.
+    pub(crate) async fn watch_lease(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(LEASE_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if self.inner.lease.lapsed() {
+                self.lease_lapsed();
+            }
+        }
+    }
+
+    /// The lease lapsed: kill what runs (no grace), give back what waits, and take
+    /// nothing new until a leader grants a new lease.
+    pub(crate) fn lease_lapsed(&self) {
+        let lease = &self.inner.lease;
+        let reason = format!(
+            "the worker lost its lease: no leader answered it for {} ms",
+            lease.length().as_millis()
+        );
+        lease.revoke();
+        let ending: Vec<(AttemptKey, CancelHandle)> = lock(&self.inner.state)
+            .held
+            .iter()
+            .filter(|(_, h)| h.final_seq.is_none())
+            .map(|(k, h)| (*k, h.cancel.clone()))
+            .collect();
+        if ending.is_empty() {
+            return;
+        }
+        warn!(attempts = ending.len(), %reason, "lease lapsed: ending every held attempt");
+        for (key, cancel) in ending {
+            warn!(
+                instance_id = key.instance_id.0,
+                attempt = key.attempt.0,
+                "ending attempt: lease lapsed"
+            );
+            cancel.cancel_now(reason.clone());
         }
     }
 
@@ -130,6 +196,16 @@ impl Executor {
             // Not recorded as accepted: the leader will retry it elsewhere once this
             // worker is gone.
             info!(instance_id, attempt, "shutting down: dispatch ignored");
+            return;
+        }
+        if !d.incarnation.is_empty() && d.incarnation != self.inner.incarnation {
+            warn!(instance_id, attempt, meant_for = %d.incarnation, "dispatch meant for another process of this worker refused");
+            return;
+        }
+        if !self.inner.lease.valid() {
+            // Not recorded: the leader re-sends it on the next registration, or
+            // declares it lost.
+            warn!(instance_id, attempt, "no lease in force: dispatch refused");
             return;
         }
         let leader = d.leader.as_ref().map(LeaderKey::from);
@@ -187,8 +263,32 @@ impl Executor {
             }
             match st.held.get(&key) {
                 Some(h) if h.final_seq.is_none() => h.cancel.clone(),
-                _ => {
-                    debug!(instance_id, attempt, "stop for an attempt not running");
+                Some(_) => {
+                    debug!(instance_id, attempt, "stop for an attempt already finished");
+                    return;
+                }
+                None => {
+                    if st.fence.tombstone(key) {
+                        // Never received (it may still be on its way, or was lost):
+                        // it can no longer start here, and the leader learns that it
+                        // did not run.
+                        info!(
+                            instance_id,
+                            attempt, "stop for an attempt never received: it will not start"
+                        );
+                        self.inner.outbox.push(Report::status(
+                            key,
+                            InstanceStatus::Released,
+                            "stopped before this worker received it".to_owned(),
+                            now_ms(),
+                            None,
+                        ));
+                    } else {
+                        debug!(
+                            instance_id,
+                            attempt, "stop for an attempt that ended and was acknowledged"
+                        );
+                    }
                     return;
                 }
             }
@@ -210,7 +310,7 @@ impl Executor {
             .retain(|_, h| h.final_seq.is_none_or(|f| f > seq));
     }
 
-    /// Shuts the executor down: refuses new dispatches, fails queued instances, lets the
+    /// Shuts the executor down: refuses new dispatches, gives queued instances back (RELEASED, no retry spent), lets the
     /// running ones finish for up to `grace`, then cancels them and waits for their
     /// final reports (up to the cancel grace).
     pub(crate) async fn drain(&self, grace: Duration) {
@@ -244,8 +344,8 @@ impl Executor {
         let permit = match self.wait_to_start(&d, &cancel).await {
             Ok(p) => p,
             Err(reason) => {
-                info!(%reason, "instance not started");
-                self.finish(key, ProcessResult::failed(reason));
+                info!(%reason, "instance not started: giving it back");
+                self.release(key, reason);
                 return;
             }
         };
@@ -306,6 +406,7 @@ impl Executor {
                 c.reason().unwrap_or_else(|| "stopped".to_owned())
             )
         };
+        let lapsed = || "the worker lost its lease before the instance started".to_owned();
         let wait_ms = d.start_at_ms.saturating_sub(now_ms());
         if d.start_at_ms > 0 && wait_ms > 0 {
             let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
@@ -315,11 +416,16 @@ impl Executor {
                 _ = inner.draining.cancelled() => return Err(shut_down()),
             }
         }
-        tokio::select! {
+        let permit = tokio::select! {
             permit = inner.slots.clone().acquire_owned() => permit.map_err(|_| shut_down()),
             _ = cancel.token.cancelled() => Err(stopped(cancel)),
             _ = inner.draining.cancelled() => Err(shut_down()),
+        }?;
+        // A worker that woke from a freeze checks its lease before it starts anything.
+        if !inner.lease.valid() || cancel.is_hard() {
+            return Err(lapsed());
         }
+        Ok(permit)
     }
 
     /// Turns the job's processor JSON into a future that runs it, or the failure to report.
@@ -338,7 +444,11 @@ impl Executor {
         };
         // Annotated so that every arm's boxed future coerces to the same trait object.
         let fut: BoxFuture<'static, ProcessResult> = match spec {
-            ProcessorSpec::Shell { script } => Box::pin(async move { run_shell(&script, &ctx).await }),
+            ProcessorSpec::Shell { script } => {
+                let dir = self.inner.state_dir.clone();
+                let guarded = !self.inner.cfg.unsafe_orphan_scripts;
+                Box::pin(async move { run_shell_in(&script, &ctx, dir.as_deref(), guarded).await })
+            }
             ProcessorSpec::Http {
                 method,
                 url,
@@ -403,7 +513,14 @@ impl Executor {
             _ = cancel.token.cancelled() => {}
         }
         let reason = cancel.reason().unwrap_or_else(|| "stopped".to_owned());
-        let exit_code = match tokio::time::timeout(self.inner.cfg.cancel_grace, &mut fut).await {
+        // A lapsed lease allows no grace: the attempt must be over before the leader
+        // may start its retry (a shell's group is killed at once either way).
+        let grace = if cancel.is_hard() {
+            Duration::ZERO
+        } else {
+            self.inner.cfg.cancel_grace
+        };
+        let exit_code = match tokio::time::timeout(grace, &mut fut).await {
             Ok(r) => r.exit_code,
             Err(_) => {
                 warn!(grace = ?self.inner.cfg.cancel_grace, "processor ignored the cancel; abandoned");
@@ -414,6 +531,29 @@ impl Executor {
             success: false,
             message: reason,
             exit_code,
+        }
+    }
+
+    /// Gives back an attempt that never started (RELEASED): the leader puts it back
+    /// to waiting without spending its retry budget, or takes it as the
+    /// confirmation of a stop.
+    fn release(&self, key: AttemptKey, reason: String) {
+        self.push_final(
+            key,
+            Report::status(key, InstanceStatus::Released, reason, now_ms(), None),
+        );
+        info!(status = "RELEASED", "instance given back");
+    }
+
+    /// Pushes an attempt's last report and remembers its sequence number, so the
+    /// attempt is declared held until the leader acknowledges it.
+    fn push_final(&self, key: AttemptKey, report: Report) {
+        // Push under the state lock (lock order: state, then outbox) so an ack of this
+        // report cannot be handled before its sequence number is recorded.
+        let mut st = lock(&self.inner.state);
+        let seq = self.inner.outbox.push(report);
+        if let Some(h) = st.held.get_mut(&key) {
+            h.final_seq = Some(seq);
         }
     }
 
@@ -432,15 +572,7 @@ impl Executor {
             now_ms(),
             result.exit_code,
         );
-        // Push under the state lock (lock order: state, then outbox) so an ack of this
-        // report cannot be handled before its sequence number is recorded.
-        {
-            let mut st = lock(&self.inner.state);
-            let seq = self.inner.outbox.push(report);
-            if let Some(h) = st.held.get_mut(&key) {
-                h.final_seq = Some(seq);
-            }
-        }
+        self.push_final(key, report);
         info!(
             status = status.as_str_name(),
             exit_code = ?result.exit_code,
@@ -469,7 +601,16 @@ mod tests {
                 ProcessResult::ok(ctx.job_params)
             })),
         );
-        let exec = Executor::new(Arc::new(cfg), processors, reqwest::Client::new(), outbox.clone());
+        let lease = Arc::new(Lease::new(Duration::from_secs(3600)));
+        lease.granted(crate::lease::BootInstant::now());
+        let env = Env {
+            http: reqwest::Client::new(),
+            outbox: outbox.clone(),
+            lease,
+            state_dir: None,
+            incarnation: "test-incarnation".into(),
+        };
+        let exec = Executor::new(Arc::new(cfg), processors, env);
         (exec, outbox)
     }
 

@@ -93,6 +93,12 @@ impl Fence {
         Admission::Accept
     }
 
+    /// Records `key` as taken without running it (a stop arrived before its dispatch):
+    /// a later dispatch of it is a `Duplicate`. False if it was taken already.
+    pub(crate) fn tombstone(&mut self, key: AttemptKey) -> bool {
+        self.accepted.insert(key)
+    }
+
     /// Whether a stop from `leader` is obeyed (raising the highest leader id if so).
     pub(crate) fn admit_stop(&mut self, leader: Option<LeaderKey>) -> bool {
         match leader {

@@ -8,7 +8,11 @@
 //! memory for as long as the process lives: the highest leader id it has seen (it
 //! refuses orders from lower ones), every `(instance_id, attempt)` it ever accepted
 //! (each runs at most once), and its unacknowledged reports (re-sent to whichever
-//! node leads next).
+//! node leads next). Two more keep an attempt from running beside its retry: the
+//! worker's lease (it kills every attempt once no leader has answered it for the
+//! lease, which is shorter than what the leader waits before retrying them) and its
+//! state dir (a restarted worker kills what its previous process left before it
+//! registers). See rule 11 of docs/rules.md.
 //!
 //! ```no_run
 //! use qron_worker_agent::{Agent, AgentConfig};
@@ -26,16 +30,18 @@
 // no module imports from it.
 //
 //   error, ids, load, util   (nothing from the crate)
+//   lease                    util
+//   groups                   error, ids
 //   config                   error, ids
 //   fence                    ids
 //   outbox                   ids, util
 //   logs                     ids, outbox, util
 //   processor                logs, util
 //   http                     processor
-//   shell                    processor (its tests: util)
-//   executor                 config, fence, http, ids, logs, outbox, processor, shell, util
-//   connection               config, error, executor, fence, load, outbox, util
-//   agent                    config, connection, error, executor, outbox, processor
+//   shell                    groups, processor (its tests: util)
+//   executor                 config, fence, groups, http, ids, lease, logs, outbox, processor, shell, util
+//   connection               config, error, executor, fence, lease, load, outbox, util
+//   agent                    config, connection, error, executor, groups, lease, outbox, processor
 
 mod agent;
 mod config;
@@ -43,8 +49,10 @@ mod connection;
 mod error;
 mod executor;
 mod fence;
+mod groups;
 mod http;
 mod ids;
+mod lease;
 mod load;
 mod logs;
 mod outbox;
@@ -57,6 +65,8 @@ pub use config::{default_worker_id, AgentConfig};
 pub use connection::ConnectionState;
 pub use error::AgentError;
 pub use fence::LeaderKey;
+pub use groups::{default_state_dir, StateDir};
 pub use ids::{Attempt, AttemptKey, InstanceId, WorkerId};
+pub use lease::{Lease, DEFAULT_LEASE};
 pub use processor::{processor_fn, FnProcessor, ProcessResult, Processor, TaskContext, TaskLogger};
 pub use shell::run_shell;

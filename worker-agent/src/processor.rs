@@ -148,6 +148,8 @@ impl TaskContext {
 pub(crate) struct CancelHandle {
     pub(crate) token: CancellationToken,
     pub(crate) reason: Arc<Mutex<Option<String>>>,
+    /// Set by [`CancelHandle::cancel_now`]: no grace to wind down.
+    hard: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CancelHandle {
@@ -155,7 +157,20 @@ impl CancelHandle {
         CancelHandle {
             token: CancellationToken::new(),
             reason: Arc::new(Mutex::new(None)),
+            hard: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// Cancels with no grace: the processor is abandoned at once (the lease lapsed,
+    /// so the attempt must end before the leader may retry it elsewhere).
+    pub(crate) fn cancel_now(&self, reason: impl Into<String>) {
+        self.hard.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancel(reason);
+    }
+
+    /// Whether the cancel allows no grace.
+    pub(crate) fn is_hard(&self) -> bool {
+        self.hard.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Records `reason` unless one is already set, then fires the token.

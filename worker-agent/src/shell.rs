@@ -2,8 +2,8 @@
 //! becoming the instance log and its exit code the result.
 //!
 //! This module owns one child process per call and makes sure it does not outlive the
-//! call: the script runs in its own process group, which is killed whole on cancel
-//! (and the child is killed if the future is dropped). It never decides the instance's
+//! call: the script runs in its own process group, which is killed whole on every
+//! exit path, and whose watcher kills it if the worker dies first (`groups.rs`). It never decides the instance's
 //! final status; it returns a [`ProcessResult`] like any processor.
 
 use std::os::unix::process::ExitStatusExt;
@@ -11,9 +11,11 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+use crate::groups::{kill_group, StateDir, WATCHER_SCRIPT};
+use crate::ids::{Attempt, AttemptKey, InstanceId};
 use crate::processor::{ProcessResult, TaskContext, TaskLogger};
 
 /// Longest line kept whole; a longer one is split (a script printing megabytes
@@ -32,7 +34,34 @@ const DRAIN_AFTER_KILL: Duration = Duration::from_millis(200);
 ///
 /// The script sees `QRON_INSTANCE_ID`, `QRON_ATTEMPT`, `QRON_JOB_ID`, `QRON_JOB_NAME`,
 /// `QRON_JOB_PARAMS`, `QRON_INSTANCE_PARAMS` and `QRON_WORKER_ID` in its environment.
+/// It runs in a process group of its own that dies with the call, and with the
+/// calling process if that dies first (see `groups.rs`).
 pub async fn run_shell(script: &str, ctx: &TaskContext) -> ProcessResult {
+    run_shell_in(script, ctx, None, true).await
+}
+
+/// [`run_shell`], recording the script's process group in the worker's state dir
+/// (if any) for as long as it may live. `guarded: false` (TEST ONLY, see
+/// `AgentConfig::unsafe_orphan_scripts`) runs it as before the guards: its own
+/// group, no watcher, killed only on a cancel.
+pub(crate) async fn run_shell_in(
+    script: &str,
+    ctx: &TaskContext,
+    state: Option<&StateDir>,
+    guarded: bool,
+) -> ProcessResult {
+    let fail = |msg: String| {
+        ctx.logger.log(&msg);
+        ProcessResult::failed(msg)
+    };
+    let mut group = if guarded {
+        match Group::start(ctx, state) {
+            Ok(g) => g,
+            Err(msg) => return fail(msg),
+        }
+    } else {
+        Group::unguarded()
+    };
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(script)
@@ -46,19 +75,21 @@ pub async fn run_shell(script: &str, ctx: &TaskContext) -> ProcessResult {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own process group, so a stop reaches what the script started too, and a
-        // Ctrl-C meant for the worker does not hit the script behind the agent's back.
-        .process_group(0)
+        // The watcher's group (or, unguarded, one of its own), so a stop reaches what
+        // the script started too, and a Ctrl-C meant for the worker does not hit the
+        // script behind the agent's back.
+        .process_group(group.pgid as i32)
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let msg = format!("cannot start /bin/sh: {e}");
-            ctx.logger.log(&msg);
-            return ProcessResult::failed(msg);
+            group.end().await;
+            return fail(format!("cannot start /bin/sh: {e}"));
         }
     };
-    let pid = child.id();
+    if !guarded {
+        group.pgid = child.id().unwrap_or(0);
+    }
     let mut pumps = Vec::with_capacity(2);
     if let Some(out) = child.stdout.take() {
         pumps.push(tokio::spawn(pump(out, ctx.logger.clone())));
@@ -71,20 +102,25 @@ pub async fn run_shell(script: &str, ctx: &TaskContext) -> ProcessResult {
         status = child.wait() => Some(status),
         _ = ctx.cancel.cancelled() => None,
     };
-    match waited {
+    // Every exit path kills the whole group: what the script left in the background
+    // does not outlive its attempt.
+    let result = match waited {
         Some(Ok(status)) => {
+            if guarded {
+                group.kill();
+            }
             drain(pumps, DRAIN_AFTER_EXIT).await;
             exit_result(status)
         }
         Some(Err(e)) => {
-            kill_group(pid).await;
+            group.kill();
             let _ = child.start_kill();
             let _ = child.wait().await;
             drain(pumps, DRAIN_AFTER_KILL).await;
             ProcessResult::failed(format!("cannot wait for the script: {e}"))
         }
         None => {
-            kill_group(pid).await;
+            group.kill();
             // The group kill covers the shell too; this is the fallback if it failed.
             let _ = child.start_kill();
             let status = child.wait().await.ok();
@@ -93,6 +129,78 @@ pub async fn run_shell(script: &str, ctx: &TaskContext) -> ProcessResult {
             let mut result = ProcessResult::failed(reason);
             result.exit_code = status.and_then(|s| s.code());
             result
+        }
+    };
+    group.end().await;
+    result
+}
+
+/// A script's process group, led by its watcher (none when unguarded).
+struct Group<'a> {
+    pgid: u32,
+    watcher: Option<Child>,
+    state: Option<&'a StateDir>,
+}
+
+impl<'a> Group<'a> {
+    /// Starts the watcher, which leads the group: it kills the group when its stdin
+    /// (held by this process only) closes, which the kernel does when this process
+    /// dies. Records the group in the state dir.
+    fn start(ctx: &TaskContext, state: Option<&'a StateDir>) -> Result<Group<'a>, String> {
+        let watcher = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WATCHER_SCRIPT)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start /bin/sh: {e}"))?;
+        let pgid = watcher
+            .id()
+            .ok_or_else(|| "the process group's watcher ended at once".to_owned())?;
+        let group = Group {
+            pgid,
+            watcher: Some(watcher),
+            state,
+        };
+        if let Some(dir) = state {
+            let key = AttemptKey::new(InstanceId(ctx.instance_id), Attempt(ctx.attempt));
+            if let Err(e) = dir.record(pgid, key) {
+                // Dropping the group closes the watcher's stdin: it kills the group.
+                return Err(format!(
+                    "cannot record the process group in {}: {e}",
+                    dir.path().display()
+                ));
+            }
+        }
+        Ok(group)
+    }
+
+    /// TEST ONLY: no watcher; the script leads its own group (pgid set once spawned).
+    fn unguarded() -> Group<'static> {
+        Group {
+            pgid: 0,
+            watcher: None,
+            state: None,
+        }
+    }
+
+    fn kill(&self) {
+        if self.pgid != 0 {
+            kill_group(self.pgid as i32);
+        }
+    }
+
+    /// Ends a guarded group: kills it (the watcher with it), reaps the watcher and
+    /// forgets the record. An unguarded group is left alone (that is the point).
+    async fn end(&mut self) {
+        let Some(mut watcher) = self.watcher.take() else { return };
+        self.kill();
+        drop(watcher.stdin.take());
+        let _ = watcher.wait().await;
+        if let Some(dir) = self.state {
+            dir.forget(self.pgid);
         }
     }
 }
@@ -106,20 +214,6 @@ fn exit_result(status: ExitStatus) -> ProcessResult {
             None => ProcessResult::failed(format!("ended without an exit code ({status})")),
         },
     }
-}
-
-/// Kills the script's whole process group (its pid is the group id, see `process_group(0)`).
-/// Done through `kill` in a shell because the crate forbids `unsafe` (no raw `libc::kill`).
-async fn kill_group(pid: Option<u32>) {
-    let Some(pid) = pid else { return };
-    let _ = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!("kill -9 -{pid} 2>/dev/null"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
 }
 
 /// Copies one output stream into the log, line by line, lossily decoded.
@@ -198,5 +292,26 @@ mod tests {
         assert!(!r.success);
         assert_eq!(r.message, "timed out after 200 ms");
         assert!(!ctx.logger.unsent().contains("never"));
+    }
+
+    #[tokio::test]
+    async fn what_a_script_leaves_in_the_background_dies_with_it() {
+        let ctx = TaskContext::detached("");
+        let r = run_shell("sleep 30 & echo $!", &ctx).await;
+        assert!(r.success, "{r:?}");
+        let pid = ctx.logger.unsent().trim().to_owned();
+        assert!(!pid.is_empty());
+        // Killed (SIGKILL is synchronous for the target's liveness once delivered;
+        // the zombie is reaped by init): wait for it to leave the process table.
+        let mut gone = false;
+        for _ in 0..200 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(gone, "background process {pid} outlived its script");
     }
 }

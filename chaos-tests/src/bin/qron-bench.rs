@@ -229,9 +229,10 @@ async fn worker_failover(runs: usize) -> anyhow::Result<()> {
     for (what, mut v) in [("workers connected", connected), ("next dispatch", dispatched)] {
         v.sort_by(f64::total_cmp);
         println!(
-            "worker-failover {what}: runs={} median_ms={:.0} max_ms={:.0}",
+            "worker-failover {what}: runs={} median_ms={:.0} p99_ms={:.0} max_ms={:.0}",
             v.len(),
             percentile(&v, 50.0),
+            percentile(&v, 99.0),
             v.last().copied().unwrap_or(0.0)
         );
     }

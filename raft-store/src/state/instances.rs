@@ -10,9 +10,9 @@
 
 use super::State;
 use crate::command::{CommandError, Reply};
-use crate::instance::{backoff_ms, bounded, Instance, InstanceId, InstanceStatus, Verb, MAX_RESULT_LEN};
+use crate::instance::{backoff_ms, bounded, Instance, InstanceId, InstanceStatus, PendingStop, Verb, MAX_RESULT_LEN};
 use crate::model::MAX_TEXT_LEN;
-use crate::types::JobId;
+use crate::types::{Attempt, JobId, WorkerId};
 
 impl State {
     /// Looks an instance up by id.
@@ -49,7 +49,7 @@ impl State {
         let (job_id, app, max_attempt) = (
             job.id,
             job.spec.app.clone(),
-            job.spec.instance_retries.saturating_add(1),
+            Attempt(job.spec.instance_retries.saturating_add(1)),
         );
         self.next_instance_id += 1;
         let id = InstanceId(self.next_instance_id);
@@ -58,10 +58,11 @@ impl State {
             job_id,
             app,
             status,
-            attempt: 0,
+            attempt: Attempt(0),
             max_attempt,
             worker: None,
             worker_incarnation: None,
+            stop_pending: None,
             params: params.to_owned(),
             created_at_ms: now_ms,
             fire_time_ms,
@@ -84,15 +85,21 @@ impl State {
     pub(super) fn assign(
         &mut self,
         id: InstanceId,
-        attempt: u32,
-        worker: &str,
+        attempt: Attempt,
+        worker: &WorkerId,
         incarnation: &str,
         now_ms: i64,
     ) -> Result<Reply, CommandError> {
         let inst = self.instance(id)?;
         // The status before the attempt: a refusal names the status first.
         change(id, inst.status, InstanceStatus::WaitingWorkerReceive, Verb::Assign)?;
-        if attempt != inst.attempt + 1 {
+        if let Some(p) = &inst.stop_pending {
+            return Err(CommandError::Conflict(format!(
+                "instance {id} waits for worker {} to confirm that stopped attempt {} ended",
+                p.worker, p.attempt
+            )));
+        }
+        if attempt != inst.attempt.next() {
             return Err(CommandError::Conflict(format!(
                 "instance {id} is at attempt {}; cannot assign attempt {attempt}",
                 inst.attempt
@@ -100,7 +107,7 @@ impl State {
         }
         self.set_status(id, InstanceStatus::WaitingWorkerReceive, Verb::Assign, |i| {
             i.attempt = attempt;
-            i.worker = Some(worker.to_owned());
+            i.worker = Some(worker.clone());
             i.worker_incarnation = Some(incarnation.to_owned());
             i.assigned_at_ms = Some(now_ms);
             i.started_at_ms = None;
@@ -116,7 +123,7 @@ impl State {
     pub(super) fn report(
         &mut self,
         id: InstanceId,
-        attempt: u32,
+        attempt: Attempt,
         status: InstanceStatus,
         result: &str,
         exit_code: Option<i32>,
@@ -124,7 +131,7 @@ impl State {
         now_ms: i64,
     ) -> Result<Reply, CommandError> {
         let inst = self.instance(id)?;
-        if inst.attempt != attempt || attempt == 0 {
+        if inst.attempt != attempt || attempt == Attempt(0) {
             return Err(stale(inst, attempt));
         }
         if !matches!(
@@ -135,6 +142,14 @@ impl State {
                 "a worker may report RUNNING, SUCCEEDED or FAILED, not {}",
                 status.name()
             )));
+        }
+        if inst.stop_pending.as_ref().is_some_and(|p| p.attempt == attempt) {
+            if status == InstanceStatus::Running {
+                return Err(CommandError::Conflict(format!(
+                    "attempt {attempt} of instance {id} was stopped; RUNNING changes nothing"
+                )));
+            }
+            return self.confirm_stop(id, &format!("it ended {}", status.name()));
         }
         if inst.status == status {
             // A re-sent report (after a failover): already applied.
@@ -174,13 +189,16 @@ impl State {
     pub(super) fn worker_lost(
         &mut self,
         id: InstanceId,
-        attempt: u32,
+        attempt: Attempt,
         reason: &str,
         now_ms: i64,
     ) -> Result<Reply, CommandError> {
         let inst = self.instance(id)?;
         if inst.attempt != attempt {
             return Err(stale(inst, attempt));
+        }
+        if inst.stop_pending.is_some() {
+            return self.confirm_stop(id, reason);
         }
         if inst.attempt < inst.max_attempt {
             let why = format!("attempt {attempt} lost: {reason}; retrying");
@@ -207,10 +225,73 @@ impl State {
 
     /// Operator: stop a waiting or running instance.
     pub(super) fn stop_instance(&mut self, id: InstanceId, now_ms: i64) -> Result<Reply, CommandError> {
+        let inst = self.instance(id)?;
+        // A worker may hold the attempt: until it confirms the end, nothing new starts.
+        let held = match (inst.status, &inst.worker) {
+            (InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running, Some(worker)) => Some(PendingStop {
+                attempt: inst.attempt,
+                worker: worker.clone(),
+                incarnation: inst.worker_incarnation.clone().unwrap_or_default(),
+            }),
+            _ => None,
+        };
         self.set_status(id, InstanceStatus::Stopped, Verb::Stop, |i| {
             i.finished_at_ms = Some(now_ms);
-            i.reason = "stopped by an operator".into();
+            i.reason = match held.as_ref().or(i.stop_pending.as_ref()) {
+                Some(p) => format!(
+                    "stopped by an operator; waiting for worker {} to confirm attempt {} ended",
+                    p.worker, p.attempt
+                ),
+                None => "stopped by an operator".into(),
+            };
+            // Stopped again after a retry: the earlier stop may still be unconfirmed.
+            if held.is_some() {
+                i.stop_pending = held;
+            }
         })
+    }
+
+    /// A worker gives back an attempt it never started: back to waiting with its
+    /// retry budget intact; or, for a stopped attempt, the confirmation it ended.
+    pub(super) fn release(&mut self, id: InstanceId, attempt: Attempt, reason: &str) -> Result<Reply, CommandError> {
+        let inst = self.instance(id)?;
+        if inst.attempt != attempt || attempt == Attempt(0) {
+            return Err(stale(inst, attempt));
+        }
+        if inst.stop_pending.is_some() {
+            return self.confirm_stop(id, &format!("given back unstarted: {reason}"));
+        }
+        let why = format!(
+            "attempt {attempt} given back unstarted by worker {}: {}; waiting again",
+            inst.worker.as_ref().map_or("?", WorkerId::as_str),
+            bounded(reason, MAX_RESULT_LEN)
+        );
+        self.set_status(id, InstanceStatus::WaitingDispatch, Verb::Release, |i| {
+            // The attempt never ran: it does not count against the retry budget.
+            i.max_attempt = i.max_attempt.next();
+            i.worker = None;
+            i.reason = why;
+        })
+    }
+
+    /// The worker of a stopped attempt confirmed it ended (`how`): new attempts may start.
+    fn confirm_stop(&mut self, id: InstanceId, how: &str) -> Result<Reply, CommandError> {
+        let inst = self.instances.get_mut(&id).ok_or_else(|| not_found(id))?;
+        let Some(p) = inst.stop_pending.take() else {
+            return Ok(Reply::Instance(Box::new(inst.clone())));
+        };
+        let base = match inst.status {
+            InstanceStatus::Stopped => "stopped by an operator",
+            _ => "retried by an operator",
+        };
+        inst.reason = format!(
+            "{base}; attempt {} on worker {} confirmed ended ({})",
+            p.attempt,
+            p.worker,
+            bounded(how, 200)
+        );
+        self.unconfirmed_stops.remove(&id);
+        Ok(Reply::Instance(Box::new(inst.clone())))
     }
 
     /// Operator: cancel an instance not dispatched yet.
@@ -226,12 +307,18 @@ impl State {
     pub(super) fn retry_instance(&mut self, id: InstanceId) -> Result<Reply, CommandError> {
         let inst = self.instance(id)?;
         let retries = self.jobs.get(&inst.job_id).map_or(0, |j| j.spec.instance_retries);
-        let max_attempt = inst.attempt.saturating_add(1).saturating_add(retries);
+        let max_attempt = Attempt(inst.attempt.0.saturating_add(1).saturating_add(retries));
         self.set_status(id, InstanceStatus::WaitingDispatch, Verb::Retry, |i| {
             i.max_attempt = max_attempt;
             i.not_before_ms = 0;
             i.worker = None;
-            i.reason = "retried by an operator".into();
+            i.reason = match &i.stop_pending {
+                Some(p) => format!(
+                    "retried by an operator; starts once worker {} confirms attempt {} ended",
+                    p.worker, p.attempt
+                ),
+                None => "retried by an operator".into(),
+            };
         })
     }
 
@@ -252,6 +339,11 @@ impl State {
             self.active.remove(&id);
         } else {
             self.active.insert(id);
+        }
+        if inst.stop_pending.is_some() {
+            self.unconfirmed_stops.insert(id);
+        } else {
+            self.unconfirmed_stops.remove(&id);
         }
         Ok(Reply::Instance(Box::new(inst.clone())))
     }
@@ -276,7 +368,7 @@ fn change(id: InstanceId, from: InstanceStatus, to: InstanceStatus, verb: Verb) 
 
 /// The refusal of a report, a loss or a log batch for an attempt that is not
 /// the current one.
-pub(super) fn stale(inst: &Instance, attempt: u32) -> CommandError {
+pub(super) fn stale(inst: &Instance, attempt: Attempt) -> CommandError {
     CommandError::Conflict(format!(
         "attempt {attempt} of instance {} is stale: the current attempt is {}",
         inst.id, inst.attempt

@@ -9,18 +9,19 @@ use super::instances::stale;
 use super::State;
 use crate::command::{CommandError, Reply};
 use crate::instance::{bounded, InstanceId};
+use crate::types::Attempt;
 
 impl State {
     pub(super) fn append_log(
         &mut self,
         id: InstanceId,
-        attempt: u32,
+        attempt: Attempt,
         offset: u64,
         data: &str,
         cap: u64,
     ) -> Result<Reply, CommandError> {
         let inst = self.instance(id)?;
-        if attempt == 0 || attempt > inst.attempt {
+        if attempt == Attempt(0) || attempt > inst.attempt {
             return Err(stale(inst, attempt));
         }
         let log = self.logs.entry(id).or_default();
@@ -30,7 +31,7 @@ impl State {
             return Ok(Reply::LogAppended { appended: false });
         }
         let mut piece = String::new();
-        if received == 0 && attempt > 1 {
+        if received == 0 && attempt > Attempt(1) {
             piece.push_str(&format!("--- attempt {attempt} ---\n"));
         }
         if offset > received {

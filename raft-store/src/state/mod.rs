@@ -44,6 +44,10 @@ pub struct State {
     pub instances: BTreeMap<InstanceId, Instance>,
     /// Index of the instances not in a terminal status, kept by `apply`.
     pub active: BTreeSet<InstanceId>,
+    /// Index of the instances with a stopped attempt not yet confirmed ended
+    /// (`Instance::stop_pending`), kept by `apply`.
+    #[serde(default)]
+    pub unconfirmed_stops: BTreeSet<InstanceId>,
     pub logs: BTreeMap<InstanceId, InstanceLog>,
     /// The id the next created instance gets.
     pub next_instance_id: u64,
@@ -109,6 +113,12 @@ impl State {
                 reason,
                 now_ms,
             } => self.worker_lost(*instance, *attempt, reason, *now_ms),
+            Command::Release {
+                instance,
+                attempt,
+                reason,
+                now_ms: _,
+            } => self.release(*instance, *attempt, reason),
             Command::FailInstance {
                 instance,
                 reason,

@@ -7,12 +7,12 @@
 //! barrier and cancels it when the leadership ends. An error it returns, or a
 //! panic, ends up with the leadership supervisor.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qron_proto::worker::LeaderId;
-use qron_raft_store::{Command, Instance, InstanceId, InstanceStatus, Reply};
+use qron_raft_store::{Attempt, Command, Instance, InstanceId, InstanceStatus, Reply};
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{self, Inputs, Send};
@@ -32,7 +32,9 @@ struct Dispatcher<'a> {
     leader: LeaderId,
     started: Instant,
     /// (instance, attempt) dispatches this leadership has sent.
-    sent: HashSet<(InstanceId, u32)>,
+    sent: HashSet<(InstanceId, Attempt)>,
+    /// When this leadership last sent a Stop for each unconfirmed stopped attempt.
+    stops_sent: HashMap<(InstanceId, Attempt), i64>,
     turn: u64,
 }
 
@@ -51,6 +53,7 @@ pub async fn run(
         leader,
         started: Instant::now(),
         sent: HashSet::new(),
+        stops_sent: HashMap::new(),
         turn: 0,
     };
     loop {
@@ -74,6 +77,8 @@ impl Dispatcher<'_> {
         let now = now_ms();
         let p = {
             let state = self.ctx.state.read();
+            self.stops_sent
+                .retain(|(id, _), _| state.unconfirmed_stops.contains(id));
             plan::plan(
                 &state,
                 &workers,
@@ -82,8 +87,10 @@ impl Dispatcher<'_> {
                     grace_over: self.started.elapsed() >= self.d.cfg.failover_grace,
                     horizon_ms: self.d.cfg.horizon.as_millis() as i64,
                     sent: &self.sent,
+                    stops_sent: &self.stops_sent,
                     turn: self.turn,
                     unsafe_dispatch_before_commit: self.d.cfg.unsafe_dispatch_before_commit,
+                    unsafe_unconfirmed_stops: self.d.cfg.unsafe_unconfirmed_stops,
                 },
             )
         };
@@ -93,9 +100,16 @@ impl Dispatcher<'_> {
                 .registry
                 .send(&s.worker, messages::dispatch(&s.instance, &s.job, &self.leader, now));
         }
+        for s in &p.stops {
+            let m = messages::stop_attempt(s.instance, s.attempt, &self.leader, "stopped by an operator");
+            if self.d.registry.send(&s.worker, m) {
+                self.stops_sent.insert((s.instance, s.attempt), now);
+                tracing::debug!(instance = s.instance.0, attempt = s.attempt.0, worker = %s.worker, "sent stop (not yet confirmed)");
+            }
+        }
         for s in p.resend {
             if self.send(&s) {
-                tracing::info!(instance = s.instance.id.0, attempt = s.instance.attempt, worker = %s.worker, "re-sent committed dispatch");
+                tracing::info!(instance = s.instance.id.0, attempt = s.instance.attempt.0, worker = %s.worker, "re-sent committed dispatch");
             }
         }
         let mut cmds = p.commands;
@@ -149,9 +163,9 @@ impl Dispatcher<'_> {
                     job,
                 };
                 if self.send(&s) {
-                    tracing::info!(instance = inst.id.0, attempt = inst.attempt, worker = %s.worker, "dispatched");
+                    tracing::info!(instance = inst.id.0, attempt = inst.attempt.0, worker = %s.worker, "dispatched");
                 } else {
-                    tracing::warn!(instance = inst.id.0, attempt = inst.attempt, worker = %s.worker, "assigned, but the worker's stream is gone; will re-send or declare it lost");
+                    tracing::warn!(instance = inst.id.0, attempt = inst.attempt.0, worker = %s.worker, "assigned, but the worker's stream is gone; will re-send or declare it lost");
                 }
             }
             InstanceStatus::WaitingDispatch => {

@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use qron_proto::worker::LeaderId;
+use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
 
 pub mod dispatcher;
@@ -37,6 +38,8 @@ pub struct DispatchConfig {
     pub horizon: Duration,
     /// TEST ONLY (see the config flag): break rule 2 (docs/rules.md) on purpose.
     pub unsafe_dispatch_before_commit: bool,
+    /// TEST ONLY (see the config flag): confirm stops at once, breaking rule 11.
+    pub unsafe_unconfirmed_stops: bool,
 }
 
 /// Shared by the dispatcher, the worker streams and the API.
@@ -47,6 +50,9 @@ pub struct Dispatch {
     pub cfg: DispatchConfig,
     /// Every worker stream's task: leadership waits for them when it ends, the node at shutdown.
     pub sessions: TaskTracker,
+    /// The leadership whose term's first entry is applied (set by the barrier task in
+    /// `leadership.rs`): registrations are checked against the state only then.
+    pub ready: watch::Sender<Option<LeaderId>>,
 }
 
 impl Dispatch {
@@ -56,7 +62,15 @@ impl Dispatch {
             notify: Notify::new(),
             cfg,
             sessions: TaskTracker::new(),
+            ready: watch::Sender::new(None),
         }
+    }
+
+    /// The lease a worker of this leader runs under: 3/5 of the worker timeout.
+    /// The other 2/5 (the margin, rule 11 of docs/rules.md) covers the worker's
+    /// lease check interval, the kill, clock rate differences and scheduling delays.
+    pub fn worker_lease(&self) -> Duration {
+        self.cfg.worker_timeout * 3 / 5
     }
 
     /// Wakes the dispatcher.

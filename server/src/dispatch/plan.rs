@@ -10,12 +10,16 @@
 //! - an assigned or running instance whose worker came back as a new process
 //!   is lost now (it died with the old process); one whose worker is gone is
 //!   lost after the grace; one committed to a connected worker that does not
-//!   run it yet is sent again (a previous leader may have committed it and died).
+//!   run it yet is sent again (a previous leader may have committed it and died);
+//! - an attempt an operator stopped while a worker held it is told to stop again
+//!   (every `RESTOP_MS`) until the worker confirms it ended; a worker that came back
+//!   as a new process, or is gone after the grace, confirms it by its loss. Until
+//!   then the instance is not assigned again (rule 11 of docs/rules.md).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use qron_proto::api::{JobSpec, NoWorkerPolicy};
-use qron_raft_store::{Command, Instance, InstanceId, InstanceStatus, State};
+use qron_raft_store::{Attempt, Command, Instance, InstanceId, InstanceStatus, State, WorkerId};
 
 use super::registry::Worker;
 use super::select;
@@ -29,19 +33,35 @@ pub struct Inputs<'a> {
     /// Scheduled instances become dispatchable this long before their fire time.
     pub horizon_ms: i64,
     /// (instance, attempt) dispatches this leadership has already sent.
-    pub sent: &'a HashSet<(InstanceId, u32)>,
+    pub sent: &'a HashSet<(InstanceId, Attempt)>,
+    /// When this leadership last sent a Stop for each unconfirmed stopped attempt.
+    pub stops_sent: &'a HashMap<(InstanceId, Attempt), i64>,
     /// Drives round-robin and random picks.
     pub turn: u64,
     /// TEST ONLY: plan a contradicting dispatch before the assignment commits.
     pub unsafe_dispatch_before_commit: bool,
+    /// TEST ONLY: confirm every unconfirmed stop at once (as if its worker were lost)
+    /// instead of waiting for the worker: what "stop sent once and forgotten" was.
+    pub unsafe_unconfirmed_stops: bool,
 }
 
 /// A committed assignment to send (again) to its connected worker.
 #[derive(Debug, Clone)]
 pub struct Send {
-    pub worker: String,
+    pub worker: WorkerId,
     pub instance: Instance,
     pub job: JobSpec,
+}
+
+/// A stopped attempt's worker is told again to stop it this often until it confirms.
+pub const RESTOP_MS: i64 = 1_000;
+
+/// A Stop to send for a stopped attempt its worker has not confirmed ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopSend {
+    pub worker: WorkerId,
+    pub instance: InstanceId,
+    pub attempt: Attempt,
 }
 
 /// What the round decided.
@@ -51,6 +71,8 @@ pub struct Plan {
     pub commands: Vec<Command>,
     /// Committed assignments to re-send now.
     pub resend: Vec<Send>,
+    /// Stops to send (again) for stopped attempts not yet confirmed ended.
+    pub stops: Vec<StopSend>,
     /// TEST ONLY (`unsafe_dispatch_before_commit`): dispatches sent before any commit.
     pub early: Vec<Send>,
     /// The turn counter after this round's picks.
@@ -70,8 +92,11 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
         let Some(inst) = state.instances.get(id) else { continue };
         let job = state.jobs.get(&inst.job_id).map(|j| &j.spec);
         match inst.status {
+            // A retried instance whose stopped attempt is not confirmed ended waits.
             InstanceStatus::WaitingDispatch
-                if inst.not_before_ms <= now && inst.fire_time_ms.is_none_or(|f| f - input.horizon_ms <= now) =>
+                if inst.stop_pending.is_none()
+                    && inst.not_before_ms <= now
+                    && inst.fire_time_ms.is_none_or(|f| f - input.horizon_ms <= now) =>
             {
                 waiting.push((inst, job));
             }
@@ -80,7 +105,7 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
         }
     }
 
-    let mut pending: HashMap<String, u32> = HashMap::new();
+    let mut pending: HashMap<WorkerId, u32> = HashMap::new();
     for (inst, job) in waiting {
         let Some(job) = job else {
             out.commands.push(Command::FailInstance {
@@ -101,7 +126,7 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
                         .find(|o| o.reg.app == job.app && o.reg.worker_id != w.reg.worker_id && o.connected())
                     {
                         let mut early = inst.clone();
-                        early.attempt += 1;
+                        early.attempt = early.attempt.next();
                         out.early.push(Send {
                             worker: other.reg.worker_id.clone(),
                             instance: early,
@@ -112,7 +137,7 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
                 *pending.entry(w.reg.worker_id.clone()).or_default() += 1;
                 out.commands.push(Command::Assign {
                     instance: inst.id,
-                    attempt: inst.attempt + 1,
+                    attempt: inst.attempt.next(),
                     worker: w.reg.worker_id.clone(),
                     incarnation: w.reg.incarnation.clone(),
                     now_ms: now,
@@ -135,8 +160,8 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
     }
 
     for (inst, job) in assigned {
-        let Some(worker) = inst.worker.as_deref() else { continue };
-        let live = workers.iter().find(|w| w.reg.worker_id == worker);
+        let Some(worker) = inst.worker.as_ref() else { continue };
+        let live = workers.iter().find(|w| &w.reg.worker_id == worker);
         let restarted = live.is_some_and(|w| {
             inst.worker_incarnation
                 .as_deref()
@@ -154,14 +179,14 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
             Some(w) => {
                 // Committed by an earlier leader (or by us, but the send failed): send it
                 // again. The worker runs an (instance, attempt) at most once.
-                let running = w.load.running.contains(&(inst.id.0, inst.attempt));
+                let running = w.load.running.contains(&(inst.id, inst.attempt));
                 if inst.status == InstanceStatus::WaitingWorkerReceive
                     && !running
                     && !input.sent.contains(&(inst.id, inst.attempt))
                 {
                     if let Some(job) = job {
                         out.resend.push(Send {
-                            worker: worker.to_owned(),
+                            worker: worker.clone(),
                             instance: inst.clone(),
                             job: job.clone(),
                         });
@@ -177,7 +202,82 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
             None => {}
         }
     }
+
+    for id in &state.unconfirmed_stops {
+        let Some(p) = state.instances.get(id).and_then(|i| i.stop_pending.as_ref()) else {
+            continue;
+        };
+        let live = workers.iter().find(|w| w.reg.worker_id == p.worker);
+        if input.unsafe_unconfirmed_stops {
+            out.commands.push(Command::WorkerLost {
+                instance: *id,
+                attempt: p.attempt,
+                reason: "TEST MODE: stop taken as confirmed without the worker".into(),
+                now_ms: now,
+            });
+            continue;
+        }
+        match live {
+            // A new process of the worker killed what the old one left before it
+            // registered: that confirms the end.
+            Some(w) if !p.incarnation.is_empty() && w.reg.incarnation != p.incarnation => {
+                out.commands.push(Command::WorkerLost {
+                    instance: *id,
+                    attempt: p.attempt,
+                    reason: format!("worker {} restarted (new process {})", p.worker, w.reg.incarnation),
+                    now_ms: now,
+                })
+            }
+            Some(w) if w.connected() => {
+                let due = input
+                    .stops_sent
+                    .get(&(*id, p.attempt))
+                    .is_none_or(|t| now.saturating_sub(*t) >= RESTOP_MS);
+                if due {
+                    out.stops.push(StopSend {
+                        worker: p.worker.clone(),
+                        instance: *id,
+                        attempt: p.attempt,
+                    });
+                }
+            }
+            // Registered but between streams: it reconnects or expires.
+            Some(_) => {}
+            // Gone for the worker timeout (its lease lapsed well before), or never
+            // back to this leader within the grace.
+            None if input.grace_over => out.commands.push(Command::WorkerLost {
+                instance: *id,
+                attempt: p.attempt,
+                reason: format!("worker {} is gone", p.worker),
+                now_ms: now,
+            }),
+            None => {}
+        }
+    }
     out
+}
+
+/// The attempts a worker says it holds that are not their instance's live
+/// attempt on that worker (stopped, superseded, finished, or unknown): the worker
+/// is told to stop each, on every register and heartbeat (rule 11, docs/rules.md).
+/// Stopping an attempt that already ended is a no-op on the worker.
+pub fn stale_held(
+    state: &State,
+    worker: &WorkerId,
+    held: &BTreeSet<(InstanceId, Attempt)>,
+) -> Vec<(InstanceId, Attempt)> {
+    held.iter()
+        .filter(|(id, attempt)| match state.instances.get(id) {
+            Some(i) => {
+                let live = i.attempt == *attempt
+                    && i.worker.as_ref() == Some(worker)
+                    && matches!(i.status, InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running);
+                !live
+            }
+            None => true,
+        })
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]
@@ -233,22 +333,26 @@ mod tests {
         (r, rxs)
     }
 
-    fn inputs(sent: &HashSet<(InstanceId, u32)>, grace_over: bool) -> Inputs<'_> {
+    static NO_STOPS: std::sync::LazyLock<HashMap<(InstanceId, Attempt), i64>> = std::sync::LazyLock::new(HashMap::new);
+
+    fn inputs(sent: &HashSet<(InstanceId, Attempt)>, grace_over: bool) -> Inputs<'_> {
         Inputs {
             now_ms: NOW,
             grace_over,
             horizon_ms: 500,
             sent,
+            stops_sent: &NO_STOPS,
             turn: 0,
             unsafe_dispatch_before_commit: false,
+            unsafe_unconfirmed_stops: false,
         }
     }
 
     fn assign(s: &mut State, id: InstanceId, worker: &str, incarnation: &str) {
         s.apply(&Command::Assign {
             instance: id,
-            attempt: 1,
-            worker: worker.into(),
+            attempt: Attempt(1),
+            worker: WorkerId::new(worker),
             incarnation: incarnation.into(),
             now_ms: NOW - 5,
         })
@@ -264,8 +368,8 @@ mod tests {
         let p = plan(&s, &r.snapshot(), inputs(&sent, false));
         assert_eq!(p.commands.len(), 1);
         assert!(
-            matches!(&p.commands[0], Command::Assign { instance, attempt: 1, worker, incarnation, .. }
-                if *instance == id && worker == "w1" && incarnation == "i1"),
+            matches!(&p.commands[0], Command::Assign { instance, attempt: Attempt(1), worker, incarnation, .. }
+                if *instance == id && worker.as_str() == "w1" && incarnation == "i1"),
             "{:?}",
             p.commands
         );
@@ -304,7 +408,7 @@ mod tests {
         assert!(plan(&s, &[], inputs(&sent, false)).commands.is_empty());
         let p = plan(&s, &[], inputs(&sent, true));
         assert!(
-            matches!(&p.commands[..], [Command::WorkerLost { instance, attempt: 1, reason, .. }]
+            matches!(&p.commands[..], [Command::WorkerLost { instance, attempt: Attempt(1), reason, .. }]
                 if *instance == id && reason.contains("is gone")),
             "{:?}",
             p.commands
@@ -329,7 +433,7 @@ mod tests {
         assert!(p.commands.is_empty(), "{:?}", p.commands);
         assert_eq!(p.resend.len(), 1);
         assert_eq!((p.resend[0].worker.as_str(), p.resend[0].instance.id), ("w1", id));
-        sent.insert((id, 1));
+        sent.insert((id, Attempt(1)));
         assert!(
             plan(&s, &r.snapshot(), inputs(&sent, true)).resend.is_empty(),
             "sent already"
@@ -349,5 +453,97 @@ mod tests {
             i.fire_time_ms = Some(NOW + 500);
         }
         assert_eq!(plan(&s, &r.snapshot(), inputs(&sent, true)).commands.len(), 1);
+    }
+
+    fn stop(s: &mut State, id: InstanceId) {
+        s.apply(&Command::StopInstance {
+            instance: id,
+            now_ms: NOW - 4,
+        })
+        .0
+        .expect("stopped");
+    }
+
+    #[test]
+    fn an_unconfirmed_stop_is_resent_and_blocks_the_retry_until_confirmed() {
+        let (mut s, id) = state_with_instance("wait");
+        assign(&mut s, id, "w1", "i1");
+        stop(&mut s, id);
+        s.apply(&Command::RetryInstance {
+            instance: id,
+            now_ms: NOW - 3,
+        })
+        .0
+        .expect("retried");
+        let (r, _rx) = registry(&[("w1", "i1"), ("w2", "i1")]);
+        let sent = HashSet::new();
+        let p = plan(&s, &r.snapshot(), inputs(&sent, true));
+        assert!(
+            p.commands.is_empty(),
+            "no new attempt beside the stopped one: {:?}",
+            p.commands
+        );
+        assert_eq!(
+            p.stops,
+            vec![StopSend {
+                worker: WorkerId::new("w1"),
+                instance: id,
+                attempt: Attempt(1)
+            }]
+        );
+        // Sent a moment ago: not again until RESTOP_MS passed.
+        let recent = HashMap::from([((id, Attempt(1)), NOW - 10)]);
+        let mut i = inputs(&sent, true);
+        i.stops_sent = &recent;
+        assert!(plan(&s, &r.snapshot(), i).stops.is_empty());
+        let old = HashMap::from([((id, Attempt(1)), NOW - RESTOP_MS)]);
+        i.stops_sent = &old;
+        assert_eq!(plan(&s, &r.snapshot(), i).stops.len(), 1, "re-sent until confirmed");
+    }
+
+    #[test]
+    fn a_restarted_or_gone_worker_confirms_its_stopped_attempt_by_its_loss() {
+        let (mut s, id) = state_with_instance("wait");
+        assign(&mut s, id, "w1", "i1");
+        stop(&mut s, id);
+        let sent = HashSet::new();
+        assert!(
+            plan(&s, &[], inputs(&sent, false)).commands.is_empty(),
+            "within the grace: wait"
+        );
+        let p = plan(&s, &[], inputs(&sent, true));
+        assert!(
+            matches!(&p.commands[..], [Command::WorkerLost { instance, attempt: Attempt(1), reason, .. }]
+                if *instance == id && reason.contains("gone")),
+            "{:?}",
+            p.commands
+        );
+        let (r, _rx) = registry(&[("w1", "i2")]);
+        let p = plan(&s, &r.snapshot(), inputs(&sent, false));
+        assert!(
+            matches!(&p.commands[..], [Command::WorkerLost { reason, .. }] if reason.contains("restarted")),
+            "{:?}",
+            p.commands
+        );
+    }
+
+    #[test]
+    fn held_attempts_that_are_not_live_on_the_worker_are_stale() {
+        let (mut s, id) = state_with_instance("wait");
+        assign(&mut s, id, "w1", "i1");
+        let w1 = WorkerId::new("w1");
+        let held = BTreeSet::from([(id, Attempt(1)), (InstanceId(99), Attempt(1))]);
+        assert_eq!(
+            stale_held(&s, &w1, &held),
+            vec![(InstanceId(99), Attempt(1))],
+            "unknown instance"
+        );
+        assert_eq!(
+            stale_held(&s, &WorkerId::new("w2"), &held).len(),
+            2,
+            "another worker's attempt"
+        );
+        stop(&mut s, id);
+        assert_eq!(stale_held(&s, &w1, &held).len(), 2, "a stopped attempt");
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use qron_proto::api::WorkerView;
 use qron_proto::worker::ServerMessage;
+use qron_raft_store::{Attempt, InstanceId, WorkerId};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -19,7 +20,7 @@ pub type StreamTx = mpsc::Sender<Result<ServerMessage, Status>>;
 /// What a worker declared when it registered.
 #[derive(Debug, Clone)]
 pub struct Registration {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// Unique per worker process start.
     pub incarnation: String,
     pub app: String,
@@ -28,7 +29,7 @@ pub struct Registration {
     pub cpu_cores: u32,
     pub memory_total_mb: u64,
     pub disk_total_mb: u64,
-    pub running: BTreeSet<(u64, u32)>,
+    pub running: BTreeSet<(InstanceId, Attempt)>,
 }
 
 /// Load from the latest heartbeat.
@@ -37,7 +38,7 @@ pub struct Load {
     pub cpu_percent: f64,
     pub memory_free_mb: u64,
     pub disk_free_mb: u64,
-    pub running: BTreeSet<(u64, u32)>,
+    pub running: BTreeSet<(InstanceId, Attempt)>,
 }
 
 /// A worker as the dispatcher sees it.
@@ -58,7 +59,7 @@ impl Worker {
 
     pub fn view(&self) -> WorkerView {
         WorkerView {
-            worker_id: self.reg.worker_id.clone(),
+            worker_id: self.reg.worker_id.to_string(),
             app: self.reg.app.clone(),
             tags: self.reg.tags.clone(),
             max_concurrency: self.reg.max_concurrency,
@@ -68,7 +69,7 @@ impl Worker {
             memory_free_mb: self.load.memory_free_mb,
             disk_total_mb: self.reg.disk_total_mb,
             disk_free_mb: self.load.disk_free_mb,
-            running: self.load.running.iter().copied().collect(),
+            running: self.load.running.iter().map(|(i, a)| (i.0, a.0)).collect(),
             last_seen_ms_ago: self.last_seen.elapsed().as_millis() as u64,
             connected: self.connected(),
         }
@@ -78,12 +79,12 @@ impl Worker {
 /// Live workers by id.
 #[derive(Default)]
 pub struct Registry {
-    workers: Mutex<HashMap<String, Worker>>,
+    workers: Mutex<HashMap<WorkerId, Worker>>,
     next_conn: AtomicU64,
 }
 
 impl Registry {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Worker>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<WorkerId, Worker>) -> R) -> R {
         let mut g = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut g)
     }
@@ -112,7 +113,7 @@ impl Registry {
     }
 
     /// Records a heartbeat on stream `conn`; ignored if the worker re-registered since.
-    pub fn heartbeat(&self, worker_id: &str, conn: u64, load: Load) {
+    pub fn heartbeat(&self, worker_id: &WorkerId, conn: u64, load: Load) {
         self.with(|m| {
             if let Some(w) = m.get_mut(worker_id).filter(|w| w.conn == conn) {
                 w.load = load;
@@ -122,7 +123,7 @@ impl Registry {
     }
 
     /// Marks any message on stream `conn` as a sign of life.
-    pub fn touch(&self, worker_id: &str, conn: u64) {
+    pub fn touch(&self, worker_id: &WorkerId, conn: u64) {
         self.with(|m| {
             if let Some(w) = m.get_mut(worker_id).filter(|w| w.conn == conn) {
                 w.last_seen = Instant::now();
@@ -131,7 +132,7 @@ impl Registry {
     }
 
     /// The stream `conn` ended: keep the worker (it may reconnect) but stop sending to it.
-    pub fn disconnected(&self, worker_id: &str, conn: u64) {
+    pub fn disconnected(&self, worker_id: &WorkerId, conn: u64) {
         self.with(|m| {
             if let Some(w) = m.get_mut(worker_id).filter(|w| w.conn == conn) {
                 w.tx = None;
@@ -140,7 +141,7 @@ impl Registry {
     }
 
     /// Sends to a worker's current stream; false if it has none or it is full/closed.
-    pub fn send(&self, worker_id: &str, msg: ServerMessage) -> bool {
+    pub fn send(&self, worker_id: &WorkerId, msg: ServerMessage) -> bool {
         let tx = self.with(|m| m.get(worker_id).and_then(|w| w.tx.clone()));
         match tx {
             Some(tx) => tx.try_send(Ok(msg)).is_ok(),
@@ -149,9 +150,9 @@ impl Registry {
     }
 
     /// Removes workers not heard from within `timeout`; returns their ids.
-    pub fn expire(&self, timeout: Duration) -> Vec<String> {
+    pub fn expire(&self, timeout: Duration) -> Vec<WorkerId> {
         self.with(|m| {
-            let dead: Vec<String> = m
+            let dead: Vec<WorkerId> = m
                 .values()
                 .filter(|w| w.last_seen.elapsed() > timeout)
                 .map(|w| w.reg.worker_id.clone())
@@ -168,7 +169,7 @@ impl Registry {
         self.with(|m| m.values().cloned().collect())
     }
 
-    pub fn contains(&self, worker_id: &str) -> bool {
+    pub fn contains(&self, worker_id: &WorkerId) -> bool {
         self.with(|m| m.contains_key(worker_id))
     }
 
@@ -188,7 +189,7 @@ impl Registration {
     /// A worker of app "demo" with 4 slots, 2 cores, 1000 MB of memory and disk, for tests.
     pub fn for_test(worker_id: &str, incarnation: &str, tags: &[&str]) -> Registration {
         Registration {
-            worker_id: worker_id.into(),
+            worker_id: WorkerId::new(worker_id),
             incarnation: incarnation.into(),
             app: "demo".into(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
@@ -208,13 +209,14 @@ mod tests {
     #[test]
     fn reregistration_replaces_the_stream_and_old_heartbeats_are_ignored() {
         let r = Registry::default();
+        let w = WorkerId::new("w");
         let (tx1, _rx1) = mpsc::channel(4);
         let (tx2, mut rx2) = mpsc::channel(4);
         let c1 = r.register(Registration::for_test("w", "i1", &[]), tx1);
         let c2 = r.register(Registration::for_test("w", "i1", &[]), tx2);
         assert_ne!(c1, c2);
         r.heartbeat(
-            "w",
+            &w,
             c1,
             Load {
                 cpu_percent: 99.0,
@@ -226,26 +228,27 @@ mod tests {
             0.0,
             "stale stream's heartbeat ignored"
         );
-        assert!(r.send("w", ServerMessage::default()));
+        assert!(r.send(&w, ServerMessage::default()));
         assert!(rx2.try_recv().is_ok());
-        r.disconnected("w", c1);
+        r.disconnected(&w, c1);
         assert!(
             r.snapshot()[0].connected(),
             "an old stream's end does not disconnect the new one"
         );
-        r.disconnected("w", c2);
+        r.disconnected(&w, c2);
         assert!(!r.snapshot()[0].connected());
-        assert!(!r.send("w", ServerMessage::default()));
+        assert!(!r.send(&w, ServerMessage::default()));
     }
 
     #[test]
     fn expire_removes_silent_workers() {
         let r = Registry::default();
+        let w = WorkerId::new("w");
         let (tx, _rx) = mpsc::channel(4);
         r.register(Registration::for_test("w", "i1", &[]), tx);
         assert!(r.expire(Duration::from_secs(60)).is_empty());
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(r.expire(Duration::from_millis(1)), vec!["w".to_string()]);
-        assert!(!r.contains("w"));
+        assert_eq!(r.expire(Duration::from_millis(1)), vec![w.clone()]);
+        assert!(!r.contains(&w));
     }
 }

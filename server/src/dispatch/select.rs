@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use qron_proto::api::{DispatchStrategy, JobSpec};
+use qron_raft_store::WorkerId;
 
 use super::registry::Worker;
 
@@ -34,7 +35,7 @@ fn matches_filter(job: &JobSpec, w: &Worker) -> bool {
         && w.reg.cpu_cores >= f.min_cpu_cores
         && (f.min_memory_mb == 0 || w.load.memory_free_mb >= f.min_memory_mb)
         && (f.min_disk_mb == 0 || w.load.disk_free_mb >= f.min_disk_mb)
-        && (f.designated_workers.is_empty() || f.designated_workers.contains(&w.reg.worker_id))
+        && (f.designated_workers.is_empty() || f.designated_workers.iter().any(|d| d == w.reg.worker_id.as_str()))
 }
 
 /// Whether `w` may run an instance of `job` now, given `pending` instances already
@@ -45,7 +46,12 @@ pub fn eligible(job: &JobSpec, w: &Worker, pending: u32) -> bool {
 
 /// Picks a worker per the job's strategy. `turn` drives round-robin and random
 /// (the caller advances it), so the choice is reproducible in tests.
-pub fn pick<'a>(job: &JobSpec, workers: &'a [Worker], pending: &HashMap<String, u32>, turn: u64) -> Option<&'a Worker> {
+pub fn pick<'a>(
+    job: &JobSpec,
+    workers: &'a [Worker],
+    pending: &HashMap<WorkerId, u32>,
+    turn: u64,
+) -> Option<&'a Worker> {
     let pending_of = |w: &Worker| pending.get(&w.reg.worker_id).copied().unwrap_or(0);
     let mut ok: Vec<&Worker> = workers.iter().filter(|w| eligible(job, w, pending_of(w))).collect();
     if ok.is_empty() {
@@ -106,13 +112,15 @@ mod tests {
             rxs.push(rx);
             let conn = r.register(Registration::for_test(id, "i1", tags), tx);
             r.heartbeat(
-                id,
+                &WorkerId::new(*id),
                 conn,
                 Load {
                     cpu_percent: *cpu,
                     memory_free_mb: 500,
                     disk_free_mb: 500,
-                    running: (0..*running as u64).map(|i| (i, 1)).collect(),
+                    running: (0..*running as u64)
+                        .map(|i| (qron_raft_store::InstanceId(i), qron_raft_store::Attempt(1)))
+                        .collect(),
                 },
             );
         }
@@ -124,11 +132,11 @@ mod tests {
         let (r, _rx) = registry(&[("a", &[], 2, 10.0), ("b", &[], 0, 90.0), ("c", &[], 0, 20.0)]);
         let ws = r.snapshot();
         let p = pick(&job(serde_json::json!({})), &ws, &HashMap::new(), 0).expect("a worker");
-        assert_eq!(p.reg.worker_id, "c");
+        assert_eq!(p.reg.worker_id.as_str(), "c");
         // Pending assignments of this round count as load.
-        let pending = HashMap::from([("c".to_string(), 2u32)]);
+        let pending = HashMap::from([(WorkerId::new("c"), 2u32)]);
         let p = pick(&job(serde_json::json!({})), &ws, &pending, 0).expect("a worker");
-        assert_eq!(p.reg.worker_id, "b");
+        assert_eq!(p.reg.worker_id.as_str(), "b");
     }
 
     #[test]
@@ -165,7 +173,7 @@ mod tests {
         let picks: Vec<String> = (0..4)
             .map(|t| {
                 pick(&rr, &ws, &HashMap::new(), t)
-                    .map(|w| w.reg.worker_id.clone())
+                    .map(|w| w.reg.worker_id.to_string())
                     .unwrap_or_default()
             })
             .collect();

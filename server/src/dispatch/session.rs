@@ -15,14 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qron_proto::worker::{
-    server_message, worker_message, Ack, InstanceStatus as WireStatus, LeaderId, Pong, Refused, Register, Registered,
-    WorkerMessage,
+    server_message, worker_message, Ack, InstanceStatus as WireStatus, LeaderId, Pong, RefusedCode, Register,
+    Registered, WorkerMessage,
 };
-use qron_raft_store::{Command, InstanceId, InstanceStatus};
+use qron_raft_store::{Attempt, Command, InstanceId, InstanceStatus, WorkerId};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::messages::{msg, not_leader};
+use super::messages::{msg, not_leader, refused, stop_attempt};
+use super::plan::stale_held;
 use super::registry::{Load, Registration, StreamTx};
 use super::Dispatch;
 use crate::clock::now_ms;
@@ -57,23 +58,58 @@ enum End {
 }
 
 impl Session {
-    async fn refuse(&self, reason: String) {
-        tracing::warn!(%reason, "worker registration refused");
-        let _ = self
-            .tx
-            .send(Ok(msg(server_message::Msg::Refused(Refused { reason }))))
-            .await;
+    async fn refuse(&self, code: RefusedCode, reason: String) {
+        tracing::warn!(%reason, code = code.as_str_name(), "worker registration refused");
+        let _ = self.tx.send(Ok(refused(code, reason))).await;
     }
 
-    fn check(&self, r: &Register) -> Result<(), String> {
+    /// Checks a registration against the applied state; the error says whether the
+    /// worker should retry.
+    fn check(&self, r: &Register) -> Result<(), (RefusedCode, String)> {
         if r.worker_id.is_empty() || r.worker_id.len() > 256 {
-            return Err("worker_id must be 1 to 256 bytes".into());
+            return Err((RefusedCode::Invalid, "worker_id must be 1 to 256 bytes".into()));
         }
         let state = self.ctx.state.read();
         match state.apps.get(&r.app) {
-            None => Err(format!("unknown app {:?}: create it first (qronctl app create)", r.app)),
-            Some(a) if a.secret != r.secret => Err(format!("wrong secret for app {:?}", r.app)),
+            None => Err((
+                RefusedCode::UnknownApp,
+                format!("unknown app {:?}: create it first (qronctl app create)", r.app),
+            )),
+            Some(a) if a.secret != r.secret => {
+                Err((RefusedCode::BadSecret, format!("wrong secret for app {:?}", r.app)))
+            }
             Some(_) => Ok(()),
+        }
+    }
+
+    /// Waits until this leadership has applied its term's first entry, so the
+    /// check reads a state that has every earlier commit. False if it did not
+    /// within `REGISTER_TIMEOUT` or the leadership ended.
+    async fn ready(&self) -> bool {
+        let mut ready = self.d.ready.subscribe();
+        let mut role = self.ctx.watch_role();
+        let leader = self.leader;
+        tokio::select! {
+            r = tokio::time::timeout(REGISTER_TIMEOUT, ready.wait_for(|r| *r == Some(leader))) => matches!(r, Ok(Ok(_))),
+            _ = leadership_lost(&mut role, leader) => false,
+        }
+    }
+
+    /// Tells the worker to stop each attempt it holds that is not its instance's
+    /// live attempt on this worker (stopped, superseded or unknown): on every
+    /// register and heartbeat, until it no longer lists it (rule 11, docs/rules.md).
+    fn reconcile(&self, worker_id: &WorkerId, held: &BTreeSet<(InstanceId, Attempt)>) {
+        if held.is_empty() {
+            return;
+        }
+        let stale = stale_held(&self.ctx.state.read(), worker_id, held);
+        for (instance, attempt) in stale {
+            tracing::info!(worker = %worker_id, instance = instance.0, attempt = attempt.0, "worker holds an attempt that is no longer current; telling it to stop");
+            let m = stop_attempt(instance, attempt, &self.leader, "no longer the current attempt");
+            if self.tx.try_send(Ok(m)).is_err() {
+                // Full or closed: the next heartbeat tries again.
+                break;
+            }
         }
     }
 
@@ -87,7 +123,10 @@ impl Session {
             }))) => r,
             Ok(Ok(Some(_))) => {
                 return self
-                    .refuse("the first message on a stream must be Register".into())
+                    .refuse(
+                        RefusedCode::Invalid,
+                        "the first message on a stream must be Register".into(),
+                    )
                     .await
             }
             Ok(Ok(None)) => return,
@@ -95,13 +134,25 @@ impl Session {
                 tracing::debug!(%status, "worker stream broke before registering");
                 return;
             }
-            Err(_) => return self.refuse(format!("no Register within {REGISTER_TIMEOUT:?}")).await,
+            Err(_) => {
+                return self
+                    .refuse(RefusedCode::Invalid, format!("no Register within {REGISTER_TIMEOUT:?}"))
+                    .await
+            }
         };
-        if let Err(reason) = self.check(&reg) {
-            return self.refuse(reason).await;
+        if !self.ready().await {
+            return self
+                .refuse(
+                    RefusedCode::NotReady,
+                    "this leader has not applied its term's first entry yet; retry".into(),
+                )
+                .await;
         }
-        let worker_id = reg.worker_id.clone();
-        let running: BTreeSet<(u64, u32)> = reg.running.iter().map(|r| (r.instance_id, r.attempt)).collect();
+        if let Err((code, reason)) = self.check(&reg) {
+            return self.refuse(code, reason).await;
+        }
+        let worker_id = WorkerId::new(reg.worker_id.clone());
+        let running: BTreeSet<(InstanceId, Attempt)> = reg.running.iter().map(wire_attempt).collect();
         let conn = self.d.registry.register(
             Registration {
                 worker_id: worker_id.clone(),
@@ -120,6 +171,7 @@ impl Session {
         let registered = Registered {
             leader: Some(self.leader),
             heartbeat_interval_ms: self.d.cfg.heartbeat_interval.as_millis() as u64,
+            lease_ms: self.d.worker_lease().as_millis() as u64,
         };
         if self
             .tx
@@ -127,6 +179,7 @@ impl Session {
             .await
             .is_ok()
         {
+            self.reconcile(&worker_id, &running);
             self.d.wake();
             self.serve(&mut inbound, &worker_id, conn).await;
         }
@@ -135,14 +188,14 @@ impl Session {
     }
 
     /// The message loop after registration, with the report pipeline beside it.
-    async fn serve(&self, inbound: &mut Streaming<WorkerMessage>, worker_id: &str, conn: u64) {
+    async fn serve(&self, inbound: &mut Streaming<WorkerMessage>, worker_id: &WorkerId, conn: u64) {
         let (rep_tx, rep_rx) = mpsc::channel::<(u64, Command)>(4096);
         let pipeline = tokio::spawn(report_pipeline(
             self.ctx.clone(),
             self.d.clone(),
             rep_rx,
             self.tx.clone(),
-            worker_id.to_owned(),
+            worker_id.clone(),
         ));
         let mut role = self.ctx.watch_role();
         let end = loop {
@@ -160,6 +213,8 @@ impl Session {
             };
             let report = match m.msg {
                 Some(worker_message::Msg::Heartbeat(h)) => {
+                    let running: BTreeSet<(InstanceId, Attempt)> = h.running.iter().map(wire_attempt).collect();
+                    self.reconcile(worker_id, &running);
                     self.d.registry.heartbeat(
                         worker_id,
                         conn,
@@ -167,7 +222,7 @@ impl Session {
                             cpu_percent: if h.cpu_percent.is_finite() { h.cpu_percent } else { 0.0 },
                             memory_free_mb: h.memory_free_mb,
                             disk_free_mb: h.disk_free_mb,
-                            running: h.running.iter().map(|r| (r.instance_id, r.attempt)).collect(),
+                            running,
                         },
                     );
                     None
@@ -185,18 +240,30 @@ impl Session {
                         Ok(WireStatus::Running) => InstanceStatus::Running,
                         Ok(WireStatus::Succeeded) => InstanceStatus::Succeeded,
                         Ok(WireStatus::Failed) => InstanceStatus::Failed,
+                        Ok(WireStatus::Released) => {
+                            let release = Command::Release {
+                                instance: InstanceId(r.instance_id),
+                                attempt: Attempt(r.attempt),
+                                reason: r.result,
+                                now_ms: now_ms(),
+                            };
+                            if rep_tx.send((r.seq, release)).await.is_err() {
+                                break End::Closed;
+                            }
+                            continue;
+                        }
                         _ => {
                             break End::Malformed(Status::invalid_argument(format!(
-                                "status report {} has status {}: a worker reports RUNNING, SUCCEEDED or FAILED",
-                                r.seq, r.status
-                            )))
+                            "status report {} has status {}: a worker reports RUNNING, SUCCEEDED, FAILED or RELEASED",
+                            r.seq, r.status
+                        )))
                         }
                     };
                     Some((
                         r.seq,
                         Command::Report {
                             instance: InstanceId(r.instance_id),
-                            attempt: r.attempt,
+                            attempt: Attempt(r.attempt),
                             status,
                             result: r.result,
                             exit_code: r.exit_code,
@@ -211,7 +278,7 @@ impl Session {
                         b.seq,
                         Command::AppendLog {
                             instance: InstanceId(b.instance_id),
-                            attempt: b.attempt,
+                            attempt: Attempt(b.attempt),
                             offset: b.offset,
                             data: String::from_utf8_lossy(&b.data).into_owned(),
                             cap: self.d.cfg.max_log_bytes,
@@ -252,6 +319,11 @@ impl Session {
     }
 }
 
+/// An (instance, attempt) as the wire carries it, typed.
+fn wire_attempt(r: &qron_proto::worker::InstanceAttempt) -> (InstanceId, Attempt) {
+    (InstanceId(r.instance_id), Attempt(r.attempt))
+}
+
 /// Proposes a stream's reports in order, a batch at a time, and acks each batch
 /// once committed. A failed proposal ends the stream: the worker reconnects and
 /// re-sends what was not acked.
@@ -260,7 +332,7 @@ async fn report_pipeline(
     d: Arc<Dispatch>,
     mut rx: mpsc::Receiver<(u64, Command)>,
     tx: StreamTx,
-    worker_id: String,
+    worker_id: WorkerId,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
