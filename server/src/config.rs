@@ -130,6 +130,15 @@ pub struct Args {
     #[serde(skip)]
     pub unsafe_test_fail_scheduler: Option<u32>,
 
+    /// TEST ONLY: as leader, run the first N writes forwarded to this node and,
+    /// when they succeed, hold their answers back for 5 s, as if each answer
+    /// were lost after its commit: shows that the forwarding node sends the
+    /// write again under the same idempotency key. Refused unless
+    /// QRON_ALLOW_UNSAFE_TEST_MODES=1 is set.
+    #[arg(long, hide = true, value_name = "N")]
+    #[serde(skip)]
+    pub unsafe_test_hold_forward_answers: Option<u32>,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `qron_server=debug` [default: info].
     #[arg(long, env = "QRON_LOG")]
     pub log: Option<String>,
@@ -160,6 +169,8 @@ pub struct Config {
     pub unsafe_dispatch_before_commit: bool,
     /// TEST ONLY: scheduler starts that panic (see the flag).
     pub unsafe_fail_scheduler: u32,
+    /// TEST ONLY: forwarded writes whose answers are held back (see the flag).
+    pub unsafe_hold_forward_answers: u32,
     pub log: String,
 }
 
@@ -169,6 +180,7 @@ macro_rules! merge {
             config: $cli.config.clone(),
             unsafe_test_dispatch_before_commit: $cli.unsafe_test_dispatch_before_commit,
             unsafe_test_fail_scheduler: $cli.unsafe_test_fail_scheduler,
+            unsafe_test_hold_forward_answers: $cli.unsafe_test_hold_forward_answers,
             $($field: $cli.$field.or($file.$field),)*
         }
     };
@@ -267,6 +279,9 @@ impl Args {
         if self.unsafe_test_fail_scheduler.is_some() && !unsafe_allowed {
             bail!("--unsafe-test-fail-scheduler makes the leader's scheduler panic and is for tests only");
         }
+        if self.unsafe_test_hold_forward_answers.is_some() && !unsafe_allowed {
+            bail!("--unsafe-test-hold-forward-answers delays answers on purpose and is for tests only");
+        }
         let snapshot_logs = self.snapshot_logs.unwrap_or(10_000);
         if snapshot_logs == 0 {
             bail!("--snapshot-logs must be at least 1");
@@ -293,6 +308,7 @@ impl Args {
             misfire_threshold: Duration::from_millis(self.misfire_threshold_ms.unwrap_or(5_000)),
             unsafe_dispatch_before_commit: self.unsafe_test_dispatch_before_commit,
             unsafe_fail_scheduler: self.unsafe_test_fail_scheduler.unwrap_or(0),
+            unsafe_hold_forward_answers: self.unsafe_test_hold_forward_answers.unwrap_or(0),
             log: self.log.unwrap_or_else(|| "info".to_owned()),
         })
     }
