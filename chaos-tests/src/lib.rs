@@ -443,8 +443,23 @@ impl TestCluster {
         path: &str,
         body: Option<&B>,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
+        self.send_with_headers(id, method, path, body, &[]).await
+    }
+
+    /// [`TestCluster::send`] with extra request headers (e.g. `Idempotency-Key`).
+    pub async fn send_with_headers<B: Serialize>(
+        &self,
+        id: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
         let url = format!("{}{path}", self.server(id)?.url());
         let mut req = self.http.request(method, &url);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(b) = body {
             req = req.json(b);
         }

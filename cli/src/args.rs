@@ -46,7 +46,8 @@ Examples:
 /// node answers any request: writes, and reads unless --stale is given, are
 /// forwarded to the leader by the node asked. When a node is down, qronctl
 /// tries the next endpoint; while a leader election is in progress it retries
-/// for a few seconds before giving up.
+/// for a few seconds before giving up. Every write is sent under one
+/// Idempotency-Key, so sending it again, to any node, applies it once.
 #[derive(Debug, Parser)]
 #[command(name = "qronctl", version, after_help = EXAMPLES)]
 pub struct Cli {
@@ -71,8 +72,10 @@ pub struct Cli {
     /// Give up on a node that has not answered within this many milliseconds
     ///
     /// Applies to each HTTP request. A node that does not answer in time is
-    /// treated as down and the next endpoint is tried, unless the request may
-    /// already have taken effect (see `job create`).
+    /// treated as down and the next endpoint is tried. Writes are sent again
+    /// under the same Idempotency-Key, which the cluster applies once; only
+    /// `cluster add-node` and `remove-node` are not sent again once a node may
+    /// have received them.
     #[arg(
         long,
         global = true,
@@ -92,6 +95,17 @@ pub struct Cli {
     /// (`cluster status` is always answered by the node asked).
     #[arg(long, global = true)]
     pub stale: bool,
+
+    /// Send this command's write under KEY instead of a fresh key
+    ///
+    /// Every write is sent with an Idempotency-Key header; the cluster applies
+    /// a key's first request once and answers every repeat of it (within 24
+    /// hours) with that first answer. When qronctl could not learn whether a
+    /// write was applied, it prints the key it used: run the same command
+    /// again with `--idempotency-key KEY` to apply it at most once and see its
+    /// answer. The same key with another request is refused.
+    #[arg(long, global = true, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -135,6 +149,17 @@ impl Command {
                 )
                 | Command::Worker(WorkerCommand::List { .. })
         )
+    }
+
+    /// Why `--idempotency-key` does not apply to this command, if it does not.
+    pub fn refuses_idempotency_key(&self) -> Option<&'static str> {
+        match self {
+            _ if self.is_read() => Some("only applies to commands that change something"),
+            Command::Cluster(ClusterCommand::AddNode { .. } | ClusterCommand::RemoveNode { .. }) => {
+                Some("does not apply to membership changes, which the cluster does not record under keys")
+            }
+            _ => None,
+        }
     }
 }
 
@@ -223,8 +248,8 @@ pub enum JobCommand {
     /// Processors (exactly one): --shell SCRIPT, --http-url URL [--http-method
     /// M], or --custom NAME.
     ///
-    /// If the request times out, it is not sent again (that could create the
-    /// job twice): check with `qronctl job list` whether it was created.
+    /// If the request times out, it is sent again (to the next endpoint) under
+    /// the same Idempotency-Key: the job is created once.
     #[command(after_help = JOB_CREATE_EXAMPLES)]
     Create(JobCreateArgs),
 
@@ -262,8 +287,8 @@ pub enum JobCommand {
 
     /// Delete a job
     ///
-    /// If the request times out, it is not sent again: check with `qronctl job
-    /// get ID` whether the job is gone.
+    /// If the request times out, it is sent again under the same
+    /// Idempotency-Key, and answers as the first did.
     Delete {
         /// The job's id
         #[arg(value_name = "ID")]
@@ -290,8 +315,8 @@ pub enum JobCommand {
     /// scheduled run, and prints it. Follow it with `qronctl instance get N` or
     /// read its output with `qronctl instance logs N --follow`.
     ///
-    /// If the request times out, it is not sent again (that could run the job
-    /// twice): check with `qronctl instance list --job ID` whether it was run.
+    /// If the request times out, it is sent again under the same
+    /// Idempotency-Key: the job runs once.
     Run {
         /// The job's id
         #[arg(value_name = "ID")]
@@ -365,7 +390,7 @@ pub enum InstanceCommand {
     ///
     /// A running instance's worker is told to kill it. An instance that has
     /// already finished cannot be stopped (conflict). If the request times out,
-    /// it is not sent again: check with `qronctl instance get ID`.
+    /// it is sent again under the same Idempotency-Key.
     Stop {
         /// The instance's id
         #[arg(value_name = "ID")]
@@ -376,7 +401,7 @@ pub enum InstanceCommand {
     ///
     /// Only an instance still waiting for dispatch can be canceled (conflict
     /// otherwise); use `stop` for one a worker has. If the request times out, it
-    /// is not sent again: check with `qronctl instance get ID`.
+    /// is sent again under the same Idempotency-Key.
     Cancel {
         /// The instance's id
         #[arg(value_name = "ID")]
@@ -386,8 +411,8 @@ pub enum InstanceCommand {
     /// Run a failed, stopped or canceled instance again, as a new attempt
     ///
     /// The instance goes back to waiting for dispatch; its log goes on with the
-    /// new attempt's output. If the request times out, it is not sent again
-    /// (that could retry twice): check with `qronctl instance get ID`.
+    /// new attempt's output. If the request times out, it is sent again under
+    /// the same Idempotency-Key: one new attempt, not two.
     Retry {
         /// The instance's id
         #[arg(value_name = "ID")]
@@ -576,6 +601,21 @@ mod tests {
         ] {
             let cli = Cli::try_parse_from(write).expect("parses");
             assert!(!cli.command.is_read(), "{write:?} is a write");
+        }
+    }
+
+    #[test]
+    fn an_idempotency_key_applies_to_keyed_writes_only() {
+        let cli = Cli::try_parse_from(["qronctl", "job", "run", "7", "--idempotency-key", "k-1"]).expect("parses");
+        assert_eq!(cli.idempotency_key.as_deref(), Some("k-1"));
+        assert_eq!(cli.command.refuses_idempotency_key(), None);
+        for refused in [
+            &["qronctl", "job", "list"][..],
+            &["qronctl", "cluster", "remove-node", "3"],
+            &["qronctl", "cluster", "add-node", "--id", "4", "--grpc-addr", "h:1"],
+        ] {
+            let cli = Cli::try_parse_from(refused).expect("parses");
+            assert!(cli.command.refuses_idempotency_key().is_some(), "{refused:?}");
         }
     }
 

@@ -7,9 +7,15 @@
 //! a leader election may be in progress, so the other endpoints are tried and
 //! then everything again, with a short backoff, for a few seconds.
 //!
-//! It must never send a request twice when the first may have taken effect: a
-//! request that is not safe to repeat ([`Replay::Unsafe`]) is only sent to the
-//! next node when the previous one could not even be connected to.
+//! A write is sent under an `Idempotency-Key` ([`Write::Keyed`]): one fresh
+//! key per command run (or the one given with `--idempotency-key`), the same on
+//! every node it is sent to, so the cluster applies it at most once and a
+//! repeat answers what the first answered (docs/api.md). Only such a write is
+//! sent again after a failure that may have come once a node had it (a
+//! timeout, a cut connection, a `503`). A write without a key
+//! ([`Write::Once`]: cluster membership changes, which the cluster does not
+//! record under keys) is sent to the next node only when the previous one could
+//! not even be connected to.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -73,15 +79,35 @@ fn parse_endpoint(item: &str) -> Result<String> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-/// Whether a request may be sent again after a failure that may have happened
-/// once the server had it (a timeout, a connection cut mid-answer).
+/// How a write is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replay {
-    /// Reads, and writes that give the same result when repeated.
-    Safe,
-    /// Writes that would act twice (create a second job) or answer misleadingly
-    /// (`not_found` for a delete that worked) if repeated.
-    Unsafe,
+pub enum Write {
+    /// Under an idempotency key, the same on every node tried: applied at most
+    /// once, so it is sent again after any failure.
+    Keyed,
+    /// Without a key (membership changes): sent to another node only when the
+    /// previous one could not be connected to, since it may have taken effect.
+    Once,
+}
+
+/// The HTTP header of a write's idempotency key.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// A fresh idempotency key: 128 random bits, in hex.
+pub fn new_key() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot make an idempotency key: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Checks a key given with `--idempotency-key`, as the server does: 1 to 128
+/// printable ASCII bytes.
+pub fn check_key(key: &str) -> Result<()> {
+    ensure!(
+        !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| (b' '..=b'~').contains(&b)),
+        "--idempotency-key must be 1 to 128 printable ASCII characters"
+    );
+    Ok(())
 }
 
 /// An error answer of the API.
@@ -89,7 +115,8 @@ pub enum Replay {
 pub struct ApiError {
     /// The HTTP status.
     pub status: u16,
-    /// `bad_request`, `not_found`, `conflict`, `no_leader`, `unavailable`,
+    /// `bad_request`, `not_found`, `conflict`, `idempotency_key_reused`,
+    /// `payload_too_large`, `no_leader`, `outcome_unknown`, `unavailable`,
     /// `internal`, or `unknown` when the body was not qron's error JSON.
     pub code: String,
     /// For people.
@@ -157,7 +184,28 @@ struct Call<'a> {
     path: &'a str,
     query: &'a [(&'a str, &'a str)],
     body: Option<Vec<u8>>,
-    replay: Replay,
+    /// A write's idempotency key, sent with every attempt.
+    key: Option<String>,
+}
+
+impl Call<'_> {
+    /// Whether it may be sent again after it may have reached a node: reads,
+    /// and writes under a key (the only writes that are).
+    fn may_resend(&self) -> bool {
+        self.method == Method::GET || self.key.is_some()
+    }
+
+    /// `error`, with what to do when this write may have been applied.
+    fn unknown_outcome(&self, error: anyhow::Error) -> anyhow::Error {
+        match &self.key {
+            Some(key) => error.context(format!(
+                "{} {} may or may not have been applied; run the same command again with                  --idempotency-key {key} to apply it at most once and see its answer",
+                self.method.as_str(),
+                self.path
+            )),
+            None => error,
+        }
+    }
 }
 
 /// A client of the API of a set of nodes; see the module doc for the failover rules.
@@ -167,6 +215,8 @@ pub struct Client {
     /// The endpoint that answered last: tried first.
     preferred: AtomicUsize,
     retry_budget: Duration,
+    /// The key of this run's write, if given (`--idempotency-key`); else each write makes one.
+    key: Option<String>,
 }
 
 impl Client {
@@ -174,7 +224,7 @@ impl Client {
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Result<Client> {
         ensure!(!endpoints.is_empty(), "no endpoint given");
         // Connecting gets a shorter limit than the whole request, so that a node
-        // that is down is told apart from one that is slow to answer (see `Replay`).
+        // that is down is told apart from one that is slow to answer (see `Write`).
         let connect = (timeout * 3 / 4).clamp(Duration::from_millis(1), MAX_CONNECT);
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -187,7 +237,24 @@ impl Client {
             endpoints,
             preferred: AtomicUsize::new(0),
             retry_budget: RETRY_BUDGET,
+            key: None,
         })
+    }
+
+    /// Sends keyed writes under `key` instead of a fresh key each (to repeat a
+    /// write whose outcome is unknown).
+    pub fn with_key(mut self, key: String) -> Result<Client> {
+        check_key(&key)?;
+        self.key = Some(key);
+        Ok(self)
+    }
+
+    fn key_for(&self, write: Write) -> Result<Option<String>> {
+        match (write, &self.key) {
+            (Write::Once, _) => Ok(None),
+            (Write::Keyed, Some(key)) => Ok(Some(key.clone())),
+            (Write::Keyed, None) => new_key().map(Some),
+        }
     }
 
     /// `GET path?query`, decoded.
@@ -197,55 +264,55 @@ impl Client {
             path,
             query,
             body: None,
-            replay: Replay::Safe,
+            key: None,
         };
         decode(&call, &self.call(&call).await?)
     }
 
     /// `POST path` with a JSON body, decoded.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B, replay: Replay) -> Result<T> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B, write: Write) -> Result<T> {
         let call = Call {
             method: Method::POST,
             path,
             query: &[],
             body: Some(to_json(body)?),
-            replay,
+            key: self.key_for(write)?,
         };
         decode(&call, &self.call(&call).await?)
     }
 
-    /// `POST path` without a body, decoded.
-    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str, replay: Replay) -> Result<T> {
+    /// `POST path` without a body, decoded; under a key.
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let call = Call {
             method: Method::POST,
             path,
             query: &[],
             body: None,
-            replay,
+            key: self.key_for(Write::Keyed)?,
         };
         decode(&call, &self.call(&call).await?)
     }
 
-    /// `PUT path` with a JSON body, decoded. A PUT is safe to repeat.
+    /// `PUT path` with a JSON body, decoded; under a key.
     pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let call = Call {
             method: Method::PUT,
             path,
             query: &[],
             body: Some(to_json(body)?),
-            replay: Replay::Safe,
+            key: self.key_for(Write::Keyed)?,
         };
         decode(&call, &self.call(&call).await?)
     }
 
     /// `DELETE path`, decoded; `None` when the answer has no body (`204`).
-    pub async fn delete<T: DeserializeOwned>(&self, path: &str, replay: Replay) -> Result<Option<T>> {
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str, write: Write) -> Result<Option<T>> {
         let call = Call {
             method: Method::DELETE,
             path,
             query: &[],
             body: None,
-            replay,
+            key: self.key_for(write)?,
         };
         let body = self.call(&call).await?;
         if body.iter().all(u8::is_ascii_whitespace) {
@@ -259,6 +326,8 @@ impl Client {
     async fn call(&self, call: &Call<'_>) -> Result<Vec<u8>> {
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
+        // Whether a node may have received the request (a write then may have been applied).
+        let mut maybe_received = false;
         loop {
             let first = self.preferred.load(Ordering::Relaxed);
             let mut unavailable: Option<ApiError> = None;
@@ -268,8 +337,11 @@ impl Client {
                 let base = &self.endpoints[i];
                 let url = request_url(base, call.path, call.query)?;
                 match self.attempt(url, call).await {
-                    Ok((status, body)) if status == StatusCode::SERVICE_UNAVAILABLE => {
-                        unavailable = Some(ApiError::from_answer(status, &body));
+                    Ok((status, body)) if status == StatusCode::SERVICE_UNAVAILABLE && call.may_resend() => {
+                        let error = ApiError::from_answer(status, &body);
+                        // `no_leader` says the write was not applied; `outcome_unknown` and the rest do not.
+                        maybe_received |= error.code != "no_leader";
+                        unavailable = Some(error);
                     }
                     Ok((status, body)) => {
                         self.preferred.store(i, Ordering::Relaxed);
@@ -278,7 +350,8 @@ impl Client {
                         }
                         return Err(ApiError::from_answer(status, &body).into());
                     }
-                    Err(e) if call.replay == Replay::Safe || e.is_connect() => {
+                    Err(e) if call.may_resend() || e.is_connect() => {
+                        maybe_received |= !e.is_connect();
                         down.push(format!("{base}: {}", describe(&e)));
                     }
                     Err(e) => {
@@ -291,15 +364,21 @@ impl Client {
                     }
                 }
             }
-            match unavailable {
+            let error: anyhow::Error = match unavailable {
                 // Some node is up but has no leader: an election may be under way.
                 Some(_) if started.elapsed() + backoff <= self.retry_budget => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
-                Some(error) => return Err(error.into()),
-                None => return Err(Unreachable { nodes: down }.into()),
-            }
+                Some(error) => error.into(),
+                None => Unreachable { nodes: down }.into(),
+            };
+            return Err(if maybe_received {
+                call.unknown_outcome(error)
+            } else {
+                error
+            });
         }
     }
 
@@ -311,6 +390,9 @@ impl Client {
             .header(ACCEPT, "application/json");
         if let Some(body) = &call.body {
             request = request.header(CONTENT_TYPE, "application/json").body(body.clone());
+        }
+        if let Some(key) = &call.key {
+            request = request.header(IDEMPOTENCY_HEADER, key);
         }
         let response = request.send().await?;
         let status = response.status();
@@ -416,11 +498,24 @@ mod tests {
     /// A one-request-per-connection HTTP server answering `answers` in turn,
     /// then closing; returns its URL and how many requests it got.
     async fn fake_node(answers: Vec<(u16, &'static str)>) -> (String, Arc<AtomicUsize>) {
+        let (url, hits, _) = recording_node(answers).await;
+        (url, hits)
+    }
+
+    /// The `Idempotency-Key` of each request a node got (`None`: it had none).
+    type Keys = Arc<std::sync::Mutex<Vec<Option<String>>>>;
+
+    /// [`fake_node`], also recording each request's idempotency key. A status
+    /// of 0 means: read the request and never answer.
+    async fn recording_node(answers: Vec<(u16, &'static str)>) -> (String, Arc<AtomicUsize>, Keys) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
+        let keys: Keys = Arc::default();
+        let seen = keys.clone();
         tokio::spawn(async move {
+            let mut silent = Vec::new();
             for (status, body) in answers {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     return;
@@ -433,6 +528,17 @@ mod tests {
                         Ok(0) | Err(_) => break,
                         Ok(n) => request.extend_from_slice(&chunk[..n]),
                     }
+                }
+                let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                let key = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("idempotency-key:"))
+                    .map(|k| k.trim().to_owned());
+                seen.lock().expect("keys").push(key);
+                if status == 0 {
+                    // Keep the connection open: the client times out.
+                    silent.push(socket);
+                    continue;
                 }
                 // A 204 has no body and must not announce one.
                 let length = if status == 204 {
@@ -447,8 +553,12 @@ mod tests {
                 let _ = socket.write_all(reply.as_bytes()).await;
                 let _ = socket.shutdown().await;
             }
+            if !silent.is_empty() {
+                // Hold the unanswered connections open until the test ends.
+                std::future::pending::<()>().await;
+            }
         });
-        (url, hits)
+        (url, hits, keys)
     }
 
     /// An address nothing listens on.
@@ -534,7 +644,103 @@ mod tests {
     async fn an_empty_delete_answer_is_none() {
         let (node, _) = fake_node(vec![(204, "")]).await;
         let client = Client::new(vec![node], Duration::from_secs(5)).expect("client");
-        let answer: Option<serde_json::Value> = client.delete("/api/v1/jobs/9", Replay::Unsafe).await.expect("deleted");
+        let answer: Option<serde_json::Value> = client.delete("/api/v1/jobs/9", Write::Keyed).await.expect("deleted");
         assert_eq!(answer, None);
+    }
+
+    const CREATED: &str = r#"{"name":"demo","created_at_ms":1}"#;
+
+    fn keys_of(keys: &Keys) -> Vec<Option<String>> {
+        keys.lock().expect("keys").clone()
+    }
+
+    #[tokio::test]
+    async fn a_write_is_sent_again_after_a_503_under_the_same_key() {
+        let (first, _, first_keys) = recording_node(vec![(503, NO_LEADER)]).await;
+        let (second, _, second_keys) = recording_node(vec![(201, CREATED)]).await;
+        let client = Client::new(vec![first, second], Duration::from_secs(5)).expect("client");
+        let _: serde_json::Value = client
+            .post("/api/v1/apps", &serde_json::json!({"name": "demo"}), Write::Keyed)
+            .await
+            .expect("created on the second node");
+        let (a, b) = (keys_of(&first_keys), keys_of(&second_keys));
+        assert_eq!(a.len(), 1);
+        let key = a[0].clone().expect("the write carries a key");
+        assert_eq!(key.len(), 32);
+        assert_eq!(b, vec![Some(key)], "the same key on the next node");
+    }
+
+    #[tokio::test]
+    async fn a_write_that_timed_out_goes_to_the_next_node_under_the_same_key() {
+        let (silent, _, silent_keys) = recording_node(vec![(0, "")]).await;
+        let (live, _, live_keys) = recording_node(vec![(201, CREATED)]).await;
+        let client = Client::new(vec![silent, live], Duration::from_millis(300)).expect("client");
+        let _: serde_json::Value = client
+            .post("/api/v1/jobs/1/run", &serde_json::json!({}), Write::Keyed)
+            .await
+            .expect("answered by the second node");
+        let key = keys_of(&silent_keys)[0].clone().expect("a key");
+        assert_eq!(keys_of(&live_keys), vec![Some(key)]);
+    }
+
+    #[tokio::test]
+    async fn every_write_has_its_own_key_unless_one_is_given() {
+        let (node, _, keys) = recording_node(vec![(201, CREATED); 4]).await;
+        let client = Client::new(vec![node.clone()], Duration::from_secs(5)).expect("client");
+        for _ in 0..2 {
+            let _: serde_json::Value = client.post_empty("/api/v1/jobs/1/run").await.expect("ok");
+        }
+        let seen = keys_of(&keys);
+        assert!(seen[0].is_some() && seen[1].is_some() && seen[0] != seen[1], "{seen:?}");
+        let given = Client::new(vec![node], Duration::from_secs(5))
+            .expect("client")
+            .with_key("retry-of-run-7".into())
+            .expect("a valid key");
+        let _: serde_json::Value = given.post_empty("/api/v1/jobs/1/run").await.expect("ok");
+        let _: serde_json::Value = given.get("/api/v1/apps", &[]).await.expect("ok");
+        assert_eq!(
+            keys_of(&keys)[2..],
+            [Some("retry-of-run-7".to_owned()), None],
+            "reads carry none"
+        );
+        assert!(Client::new(vec![dead_node()], Duration::from_secs(1))
+            .expect("client")
+            .with_key("é".into())
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_write_without_a_key_is_not_sent_again_after_a_503() {
+        let (first, _, first_keys) = recording_node(vec![(503, NO_LEADER)]).await;
+        let (second, second_hits) = fake_node(vec![(200, "{}")]).await;
+        let client = Client::new(vec![first, second], Duration::from_secs(5)).expect("client");
+        let err = client
+            .post::<_, serde_json::Value>("/api/v1/cluster/nodes", &serde_json::json!({"id": 4}), Write::Once)
+            .await
+            .expect_err("the 503 is the answer");
+        assert_eq!(err.downcast_ref::<ApiError>().map(|e| e.status), Some(503), "{err:#}");
+        assert_eq!(keys_of(&first_keys), vec![None]);
+        assert_eq!(second_hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_outcome_names_the_key_to_send_it_again_with() {
+        let unknown = r#"{"error":{"code":"outcome_unknown","message":"no answer in time","idempotency_key":"k"}}"#;
+        let (node, hits, keys) = recording_node(vec![(503, unknown); 20]).await;
+        let mut client = Client::new(vec![node], Duration::from_secs(5)).expect("client");
+        client.retry_budget = Duration::from_millis(250);
+        let err = client
+            .post::<_, serde_json::Value>("/api/v1/jobs/1/run", &serde_json::json!({}), Write::Keyed)
+            .await
+            .expect_err("never answered");
+        assert!(hits.load(Ordering::SeqCst) >= 2, "sent again");
+        let seen = keys_of(&keys);
+        let key = seen[0].clone().expect("a key");
+        assert!(seen.iter().all(|k| k.as_deref() == Some(key.as_str())), "{seen:?}");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(&format!("--idempotency-key {key}")) && text.contains("may or may not have been applied"),
+            "{text}"
+        );
     }
 }

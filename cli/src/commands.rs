@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::args::{
     AppCommand, Cli, ClusterCommand, Command, InstanceCommand, JobCommand, JobCreateArgs, WorkerCommand,
 };
-use crate::client::{self, ApiError, Client, Replay, Unreachable};
+use crate::client::{self, ApiError, Client, Unreachable, Write};
 use crate::output::{self, Format};
 use crate::spec;
 
@@ -45,9 +45,20 @@ pub async fn run(cli: Cli) -> Result<()> {
              instance get, instance logs, worker list)"
         );
     }
+    if let Some(refusal) = cli
+        .command
+        .refuses_idempotency_key()
+        .filter(|_| cli.idempotency_key.is_some())
+    {
+        bail!("--idempotency-key {refusal}");
+    }
     let endpoints = client::parse_endpoints(&cli.endpoints).context("bad --endpoints (or QRON_ENDPOINTS)")?;
+    let mut client = Client::new(endpoints, Duration::from_millis(cli.timeout_ms))?;
+    if let Some(key) = cli.idempotency_key {
+        client = client.with_key(key)?;
+    }
     let ctx = Ctx {
-        client: Client::new(endpoints, Duration::from_millis(cli.timeout_ms))?,
+        client,
         format: cli.output,
         stale: cli.stale,
     };
@@ -107,10 +118,10 @@ async fn cluster(ctx: &Ctx, cmd: ClusterCommand) -> Result<()> {
                 grpc_addr,
                 learner_only,
             };
-            // Not repeated after a timeout: the first may still be catching the node up.
-            ctx.client.post(NODES, &request, Replay::Unsafe).await?
+            // Not keyed, so not repeated after a timeout: the first may still be catching the node up.
+            ctx.client.post(NODES, &request, Write::Once).await?
         }
-        ClusterCommand::RemoveNode { id } => match ctx.client.delete(&format!("{NODES}/{id}"), Replay::Unsafe).await? {
+        ClusterCommand::RemoveNode { id } => match ctx.client.delete(&format!("{NODES}/{id}"), Write::Once).await? {
             Some(view) => view,
             None => return ctx.done(&format!("removed node {id}")),
         },
@@ -122,7 +133,7 @@ async fn app(ctx: &Ctx, cmd: AppCommand) -> Result<()> {
     match cmd {
         AppCommand::Create { name, secret } => {
             let request = CreateApp { name, secret };
-            let view: AppView = ctx.client.post(APPS, &request, Replay::Unsafe).await?;
+            let view: AppView = ctx.client.post(APPS, &request, Write::Keyed).await?;
             ctx.show(&view, |a| output::apps(std::slice::from_ref(a)))
         }
         AppCommand::List => {
@@ -136,7 +147,7 @@ async fn job(ctx: &Ctx, cmd: JobCommand) -> Result<()> {
     match cmd {
         JobCommand::Create(args) => {
             let spec = create_spec(&args)?;
-            let view: JobView = ctx.client.post(JOBS, &spec, Replay::Unsafe).await?;
+            let view: JobView = ctx.client.post(JOBS, &spec, Write::Keyed).await?;
             ctx.show(&view, output::job)
         }
         JobCommand::List { app } => {
@@ -157,7 +168,7 @@ async fn job(ctx: &Ctx, cmd: JobCommand) -> Result<()> {
             ctx.show(&view, output::job)
         }
         JobCommand::Delete { id } => {
-            let answer: Option<serde_json::Value> = ctx.client.delete(&job_path(id), Replay::Unsafe).await?;
+            let answer: Option<serde_json::Value> = ctx.client.delete(&job_path(id), Write::Keyed).await?;
             match answer {
                 Some(body) if ctx.format == Format::Json => output::emit(&output::json(&body)?),
                 _ => ctx.done(&format!("deleted job {id}")),
@@ -181,10 +192,10 @@ async fn job(ctx: &Ctx, cmd: JobCommand) -> Result<()> {
             let request = RunJobRequest {
                 params: params.unwrap_or_default(),
             };
-            // Not repeated after a timeout: the job could run twice.
+            // Keyed: sent again after a timeout, it still runs the job once.
             let view: InstanceView = ctx
                 .client
-                .post(&format!("{}/run", job_path(id)), &request, Replay::Unsafe)
+                .post(&format!("{}/run", job_path(id)), &request, Write::Keyed)
                 .await?;
             ctx.show(&view, output::instance_with_headline)
         }
@@ -210,10 +221,7 @@ fn create_spec(args: &JobCreateArgs) -> Result<JobSpec> {
 
 async fn set_enabled(ctx: &Ctx, id: u64, enabled: bool) -> Result<()> {
     let action = if enabled { "enable" } else { "disable" };
-    let view: JobView = ctx
-        .client
-        .post_empty(&format!("{}/{action}", job_path(id)), Replay::Safe)
-        .await?;
+    let view: JobView = ctx.client.post_empty(&format!("{}/{action}", job_path(id))).await?;
     ctx.show(&view, |v| {
         let state = if v.spec.enabled { "enabled" } else { "disabled" };
         format!("job {} ({}/{}) is {state}", v.id, v.spec.app, v.spec.name)
@@ -271,13 +279,12 @@ fn instance_list_query(
     query
 }
 
-/// `instance stop|cancel|retry ID`: not repeated after a timeout (a retry
-/// could make two attempts; a repeated stop would answer `conflict` for a stop
-/// that worked).
+/// `instance stop|cancel|retry ID`: keyed, so a repeat after a timeout neither
+/// makes a second attempt nor answers `conflict` for a stop that worked.
 async fn instance_action(ctx: &Ctx, id: u64, action: &str) -> Result<()> {
     let view: InstanceView = ctx
         .client
-        .post_empty(&format!("{}/{action}", instance_path(id)), Replay::Unsafe)
+        .post_empty(&format!("{}/{action}", instance_path(id)))
         .await?;
     ctx.show(&view, output::instance_with_headline)
 }

@@ -17,13 +17,19 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `not_found`, `conflict`,
-    /// `no_leader`, `unavailable`, `internal`.
+    /// `idempotency_key_reused` (422), `payload_too_large` (413), `no_leader`,
+    /// `outcome_unknown`, `unavailable` (these three 503), `internal`.
     pub code: String,
     /// For people: what went wrong and, where possible, what to do.
     pub message: String,
-    /// Set on `no_leader`/`unavailable`: who this node believes leads, if anyone.
+    /// Set on `no_leader`/`unavailable`/`outcome_unknown`: who this node believes leads, if anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<LeaderHint>,
+    /// Set on `outcome_unknown`: the write may or may not have been applied;
+    /// sending it again with this `Idempotency-Key` applies it at most once and
+    /// answers its first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -125,6 +125,18 @@ pub enum Command {
     Batch {
         commands: Vec<Command>,
     },
+    /// A client's write carrying its `Idempotency-Key` (docs/api.md): the first
+    /// `Keyed` under `key` applies `command` and records its response with
+    /// `request_digest` (the digest of the HTTP route and body); a later one
+    /// under the same key changes nothing and answers that response, or is
+    /// refused if its digest differs. `now_ms` is the proposer's clock: the
+    /// record expires `state::keys::KEY_TTL_MS` after it (rule 1: apply reads no clock).
+    Keyed {
+        key: String,
+        request_digest: String,
+        now_ms: i64,
+        command: Box<Command>,
+    },
 }
 
 /// Why a command was refused. A refused command changes nothing.
@@ -139,6 +151,9 @@ pub enum CommandError {
     /// The command does not fit the record's current state (e.g. cancel a running instance).
     #[error("{0}")]
     Conflict(String),
+    /// An idempotency key already recorded for a different request.
+    #[error("{0}")]
+    KeyReused(String),
 }
 
 /// What a successful command produced.

@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod command;
+pub mod idempotency;
 pub mod instance;
 pub mod log_store;
 pub mod model;

@@ -1,12 +1,16 @@
 //! Property tests of rule 1 (apply is pure and deterministic), rule 9/10
-//! (snapshot → restore → continue equals never snapshotting), and "a refused
-//! command changes nothing".
+//! (snapshot → restore → continue equals never snapshotting), "a refused
+//! command changes nothing", and rule 13's idempotency keys (a retried keyed
+//! command changes nothing and answers the first reply).
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use proptest::prelude::*;
 use qron_proto::api::JobSpec;
-use qron_raft_store::{Attempt, Command, Entry, InstanceId, InstanceStatus, JobId, Response, State, WorkerId};
+use qron_raft_store::idempotency::KEY_TTL_MS;
+use qron_raft_store::{
+    Attempt, Command, CommandError, Entry, InstanceId, InstanceStatus, JobId, Response, State, WorkerId,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const APPS: [&str; 4] = ["a", "b", "c", ""];
@@ -112,7 +116,8 @@ fn instance_command() -> impl Strategy<Value = Command> {
     ]
 }
 
-fn command() -> impl Strategy<Value = Command> {
+/// Any command without an idempotency key.
+fn plain_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         4 => base_command(),
         6 => instance_command(),
@@ -120,6 +125,90 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|commands| Command::Batch { commands }),
     ]
 }
+
+/// Any command, some under an idempotency key: few keys and digests, so that
+/// keys are reused, retried, refused (the empty key) and expire (`now_ms`
+/// spans two key lifetimes).
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        9 => plain_command(),
+        2 => (
+            prop_oneof![Just("k0"), Just("k1"), Just("k2"), Just("")],
+            prop_oneof![Just("d0"), Just("d1")],
+            0i64..2 * KEY_TTL_MS,
+            plain_command(),
+        )
+            .prop_map(|(key, digest, now_ms, c)| keyed(key, digest, now_ms, c)),
+    ]
+}
+
+fn keyed(key: &str, digest: &str, now_ms: i64, command: Command) -> Command {
+    Command::Keyed {
+        key: key.to_owned(),
+        request_digest: digest.to_owned(),
+        now_ms,
+        command: Box::new(command),
+    }
+}
+
+/// The command a keyed command carries, or the command itself.
+fn unkeyed(c: &Command) -> &Command {
+    match c {
+        Command::Keyed { command, .. } => command.as_ref(),
+        c => c,
+    }
+}
+
+/// A retry (or a misuse) of a keyed command of the original sequence, placed
+/// after it.
+#[derive(Debug, Clone)]
+struct Retry {
+    /// Picks the keyed command retried.
+    of: prop::sample::Index,
+    /// Picks where after it the retry lands.
+    at: prop::sample::Index,
+    /// Whether the request is the same (a retry) or another one (key reused).
+    same_request: bool,
+    /// How long after the first the retry is proposed, within the key's life.
+    after_ms: i64,
+    /// What the retry's entry carries: proposed afresh, so anything.
+    command: Command,
+}
+
+/// A sequence of commands, some under keys of their own (one key per client
+/// request, each proposed 1 s after the previous), and retries of them.
+fn with_retries() -> impl Strategy<Value = (Vec<Command>, Vec<Retry>)> {
+    let original = prop::collection::vec((any::<bool>(), plain_command()), 1..40).prop_map(|cmds| {
+        cmds.into_iter()
+            .enumerate()
+            .map(|(i, (is_keyed, c))| {
+                if is_keyed {
+                    keyed(&format!("k{i}"), &format!("d{i}"), T0 + i as i64 * 1_000, c)
+                } else {
+                    c
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let retry = (
+        any::<prop::sample::Index>(),
+        any::<prop::sample::Index>(),
+        prop::bool::weighted(0.8),
+        0..KEY_TTL_MS,
+        plain_command(),
+    )
+        .prop_map(|(of, at, same_request, after_ms, command)| Retry {
+            of,
+            at,
+            same_request,
+            after_ms,
+            command,
+        });
+    (original, prop::collection::vec(retry, 0..20))
+}
+
+/// When the generated client requests start.
+const T0: i64 = 1_700_000_000_000;
 
 fn base_command() -> impl Strategy<Value = Command> {
     let now = 0i64..2_000_000_000_000;
@@ -262,9 +351,20 @@ proptest! {
         let mut refused = 0;
         for c in &cmds {
             let before = s.clone();
-            if s.apply(c).0.is_err() {
+            let response = s.apply(c);
+            if let Err(e) = &response.0 {
                 refused += 1;
-                prop_assert_eq!(&before, &s, "refused {:?} changed the state", c);
+                // The one exception: a keyed command that recorded its key records it
+                // with the refusal (and may prune expired keys); nothing else changes.
+                let mut rest = s.clone();
+                if let Command::Keyed { key, now_ms, .. } = c {
+                    if before.keys.live(key, *now_ms) != s.keys.live(key, *now_ms) {
+                        let rec = s.keys.live(key, *now_ms).expect("a changed record is live");
+                        prop_assert_eq!(&rec.response, &Err(e.clone()));
+                        rest.keys = before.keys.clone();
+                    }
+                }
+                prop_assert_eq!(&before, &rest, "refused {:?} changed the state", c);
             }
         }
         // Not an assumption: the generator puts a refusal in every case, and this
@@ -306,6 +406,8 @@ proptest! {
         prop_assert_eq!(straight_resp, resumed_resp);
         prop_assert_eq!(straight.digest(), resumed.digest());
         prop_assert_eq!(straight.canonical_bytes(), resumed.canonical_bytes());
+        // Outside the digest, but carried by the snapshot all the same.
+        prop_assert_eq!(straight.keys, resumed.keys);
     }
 
     #[test]
@@ -326,6 +428,7 @@ proptest! {
         };
         prop_assert_eq!(before.last_applied, after.last_applied);
         prop_assert_eq!(before.digest(), after.digest());
+        prop_assert_eq!(before.keys, after.keys);
     }
 }
 
@@ -343,7 +446,7 @@ proptest! {
             for (id, was) in before {
                 let now = s.instances[&id].status;
                 if was.is_terminal() && now != was {
-                    prop_assert!(matches!(c, Command::RetryInstance { .. } | Command::Batch { .. }),
+                    prop_assert!(matches!(unkeyed(c), Command::RetryInstance { .. } | Command::Batch { .. }),
                         "{:?} left terminal {:?} for {:?} by {:?}", id, was, now, c);
                     prop_assert_eq!(now, InstanceStatus::WaitingDispatch);
                 }
@@ -377,5 +480,49 @@ proptest! {
         let mut b: State = serde_json::from_slice(&serde_json::to_vec(&a).expect("encode")).expect("decode");
         prop_assert_eq!(a.apply(&next), b.apply(&next));
         prop_assert_eq!(a.digest(), b.digest());
+    }
+}
+
+proptest! {
+    /// Rule 13: applying a sequence with retried keyed commands in it (same key,
+    /// same request, proposed again later, any command in the entry) ends in the
+    /// same state as applying it without them, each retry answers exactly what
+    /// the first answered, and the same key for another request is refused.
+    #[test]
+    fn retried_keyed_commands_change_nothing_and_answer_the_first_reply((original, retries) in with_retries()) {
+        let keyed_at: Vec<usize> = original.iter().enumerate()
+            .filter(|(_, c)| matches!(c, Command::Keyed { .. })).map(|(i, _)| i).collect();
+        // After each original position, the retries that land there.
+        let mut after: Vec<Vec<(usize, Command)>> = vec![Vec::new(); original.len()];
+        if !keyed_at.is_empty() {
+            for r in &retries {
+                let first = keyed_at[r.of.index(keyed_at.len())];
+                let Command::Keyed { key, request_digest, now_ms, .. } = &original[first] else { unreachable!() };
+                let digest = if r.same_request { request_digest.clone() } else { format!("other-{request_digest}") };
+                let at = first + r.at.index(original.len() - first);
+                after[at].push((first, keyed(key, &digest, now_ms + r.after_ms, r.command.clone())));
+            }
+        }
+
+        let mut once = State::default();
+        let first_replies: Vec<Response> = original.iter().map(|c| once.apply(c)).collect();
+
+        let mut retried = State::default();
+        for (i, c) in original.iter().enumerate() {
+            prop_assert_eq!(&retried.apply(c), &first_replies[i], "original command {} answered otherwise", i);
+            for (first, retry) in &after[i] {
+                let Command::Keyed { request_digest, .. } = retry else { unreachable!() };
+                let before = retried.clone();
+                let reply = retried.apply(retry);
+                if request_digest.starts_with("other-") {
+                    prop_assert!(matches!(reply.0, Err(CommandError::KeyReused(_))), "{:?}", reply);
+                } else {
+                    prop_assert_eq!(&reply, &first_replies[*first], "a retry answers the first reply");
+                }
+                prop_assert_eq!(&before, &retried, "a retry changed the state: {:?}", retry);
+            }
+        }
+        prop_assert_eq!(&once, &retried);
+        prop_assert_eq!(once.digest(), retried.digest());
     }
 }

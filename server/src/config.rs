@@ -139,6 +139,15 @@ pub struct Args {
     #[serde(skip)]
     pub unsafe_test_unconfirmed_stops: bool,
 
+    /// TEST ONLY: as leader, run the first N writes forwarded to this node and,
+    /// when they succeed, hold their answers back for 5 s, as if each answer
+    /// were lost after its commit: shows that the forwarding node sends the
+    /// write again under the same idempotency key. Refused unless
+    /// QRON_ALLOW_UNSAFE_TEST_MODES=1 is set.
+    #[arg(long, hide = true, value_name = "N")]
+    #[serde(skip)]
+    pub unsafe_test_hold_forward_answers: Option<u32>,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `qron_server=debug` [default: info].
     #[arg(long, env = "QRON_LOG")]
     pub log: Option<String>,
@@ -170,6 +179,8 @@ pub struct Config {
     pub unsafe_unconfirmed_stops: bool,
     /// TEST ONLY: scheduler starts that panic (see the flag).
     pub unsafe_fail_scheduler: u32,
+    /// TEST ONLY: forwarded writes whose answers are held back (see the flag).
+    pub unsafe_hold_forward_answers: u32,
     pub log: String,
 }
 
@@ -180,6 +191,7 @@ macro_rules! merge {
             unsafe_test_dispatch_before_commit: $cli.unsafe_test_dispatch_before_commit,
             unsafe_test_fail_scheduler: $cli.unsafe_test_fail_scheduler,
             unsafe_test_unconfirmed_stops: $cli.unsafe_test_unconfirmed_stops,
+            unsafe_test_hold_forward_answers: $cli.unsafe_test_hold_forward_answers,
             $($field: $cli.$field.or($file.$field),)*
         }
     };
@@ -289,6 +301,9 @@ impl Args {
         if self.unsafe_test_fail_scheduler.is_some() && !unsafe_allowed {
             bail!("--unsafe-test-fail-scheduler makes the leader's scheduler panic and is for tests only");
         }
+        if self.unsafe_test_hold_forward_answers.is_some() && !unsafe_allowed {
+            bail!("--unsafe-test-hold-forward-answers delays answers on purpose and is for tests only");
+        }
         let snapshot_logs = self.snapshot_logs.unwrap_or(10_000);
         if snapshot_logs == 0 {
             bail!("--snapshot-logs must be at least 1");
@@ -316,6 +331,7 @@ impl Args {
             unsafe_dispatch_before_commit: self.unsafe_test_dispatch_before_commit,
             unsafe_unconfirmed_stops: self.unsafe_test_unconfirmed_stops,
             unsafe_fail_scheduler: self.unsafe_test_fail_scheduler.unwrap_or(0),
+            unsafe_hold_forward_answers: self.unsafe_test_hold_forward_answers.unwrap_or(0),
             log: self.log.unwrap_or_else(|| "info".to_owned()),
         })
     }

@@ -97,6 +97,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             "UNSAFE TEST MODE: the leader's scheduler panics at its first starts"
         );
     }
+    if cfg.unsafe_hold_forward_answers > 0 {
+        tracing::error!(
+            writes = cfg.unsafe_hold_forward_answers,
+            "UNSAFE TEST MODE: answers to the first forwarded writes are held back after their commit"
+        );
+    }
     let (role_tx, role_rx) = watch::channel(Role::Unknown { cut_off: false });
     let cfg = Arc::new(cfg);
     let ctx = Arc::new(NodeContext::new(
@@ -129,6 +135,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         http_addr: cfg.advertise_http.clone(),
         grpc_addr: cfg.advertise_grpc.clone(),
         router: router.clone(),
+        hold_forward_answers: cfg.unsafe_hold_forward_answers.into(),
     };
     let grpc_service = RaftServiceServer::new(rpc)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

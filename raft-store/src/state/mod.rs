@@ -9,12 +9,14 @@
 //! This file owns the record and the dispatch: `apply` hands each command to
 //! the one method that handles it, in `apps`, `jobs`, `instances`, `fires` or
 //! `logs`. Every such method checks before it changes anything, so a refused
-//! command leaves the state as it was.
+//! command leaves the state as it was; the one exception is a `Keyed` command,
+//! which records its key with the refusal (`keys`), so a retry answers the same.
 
 mod apps;
 mod fires;
 mod instances;
 mod jobs;
+mod keys;
 mod logs;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::command::{Command, CommandError, Reply, Response};
+use crate::idempotency::IdempotencyKeys;
 use crate::instance::{Instance, InstanceId, InstanceLog};
 use crate::model::{App, Job};
 use crate::types::{JobId, NodeId, QronNode};
@@ -55,11 +58,16 @@ pub struct State {
     /// enable): the leader's time wheel rebuilds when it moves.
     #[serde(default)]
     pub job_epoch: u64,
+    /// Idempotency keys of client writes and their first answers, kept by `apply`.
+    #[serde(default)]
+    pub keys: IdempotencyKeys,
 }
 
 /// The part of the state a digest covers: the domain data, not openraft's
 /// bookkeeping (whose log ids legitimately differ between a node that applied
-/// entries and one that installed a snapshot of them).
+/// entries and one that installed a snapshot of them), nor the idempotency
+/// records (`keys`: remembered answers, not data; a refused keyed request
+/// records one, and a refused request must leave the digest as it was).
 #[derive(Serialize)]
 struct DigestView<'a> {
     apps: &'a BTreeMap<String, App>,
@@ -134,6 +142,12 @@ impl State {
                 skip,
             } => self.fire(*job, *fire_time_ms, *now_ms, skip.as_deref()),
             Command::Batch { commands } => self.batch(commands),
+            Command::Keyed {
+                key,
+                request_digest,
+                now_ms,
+                command,
+            } => self.keyed(key, request_digest, *now_ms, command),
         }
     }
 

@@ -10,6 +10,7 @@ use qron_raft_store::{Command, Reply};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiJson, ApiQuery};
+use super::idempotency::Idem;
 use super::state::ApiState;
 use crate::clock::now_ms;
 
@@ -23,6 +24,7 @@ pub struct ReadParams {
 /// `POST /api/v1/apps`.
 pub async fn create(
     State(app): State<Arc<ApiState>>,
+    key: Idem,
     ApiJson(req): ApiJson<CreateApp>,
 ) -> Result<(StatusCode, Json<AppView>), ApiError> {
     qron_raft_store::model::validate_app(&req.name, &req.secret).map_err(ApiError::BadRequest)?;
@@ -31,7 +33,7 @@ pub async fn create(
         secret: req.secret,
         now_ms: now_ms(),
     };
-    match app.propose(cmd).await? {
+    match app.propose(&key, cmd).await? {
         Reply::AppCreated { name } => {
             let view = app.ctx.state.read().apps.get(&name).map(|a| AppView {
                 name: a.name.clone(),

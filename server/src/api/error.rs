@@ -22,10 +22,23 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// An `Idempotency-Key` already used for a different request.
+    #[error("{0}")]
+    KeyReused(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// No leader is known (or the known one cannot be reached); retry, maybe at the hint.
     #[error("{message}")]
     NoLeader {
         message: String,
+        leader: Option<LeaderHint>,
+    },
+    /// A write went out to a leader and no answer came back in time: it may
+    /// or may not have been applied. Sent again with `key`, it applies at most once.
+    #[error("{message}")]
+    OutcomeUnknown {
+        message: String,
+        key: String,
         leader: Option<LeaderHint>,
     },
     #[error("{0}")]
@@ -40,7 +53,10 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::KeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
+            ApiError::OutcomeUnknown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -58,9 +74,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        let leader = match &self {
-            ApiError::NoLeader { leader, .. } => leader.clone(),
-            _ => None,
+        let (leader, idempotency_key) = match &self {
+            ApiError::NoLeader { leader, .. } => (leader.clone(), None),
+            ApiError::OutcomeUnknown { leader, key, .. } => (leader.clone(), Some(key.clone())),
+            _ => (None, None),
         };
         if status.is_server_error() {
             tracing::warn!(code, error = %self, "api error");
@@ -70,6 +87,7 @@ impl IntoResponse for ApiError {
                 code: code.to_owned(),
                 message: self.to_string(),
                 leader,
+                idempotency_key,
             },
         };
         (status, Json(body)).into_response()
@@ -83,6 +101,7 @@ impl From<CommandError> for ApiError {
             CommandError::NotFound(_) => ApiError::NotFound(e.to_string()),
             CommandError::AlreadyExists(_) => ApiError::Conflict(e.to_string()),
             CommandError::Conflict(m) => ApiError::Conflict(m),
+            CommandError::KeyReused(m) => ApiError::KeyReused(m),
         }
     }
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::apps::ReadParams;
 use super::error::{ApiError, ApiPath, ApiQuery};
+use super::idempotency::Idem;
 use super::state::ApiState;
 use crate::clock::now_ms;
 use crate::dispatch::messages;
@@ -54,6 +55,7 @@ fn instance_reply(reply: Reply) -> Result<Instance, ApiError> {
 pub async fn run(
     State(app): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<u64>,
+    key: Idem,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
     // The body is optional: no body runs the job with no instance parameters.
@@ -65,11 +67,14 @@ pub async fn run(
             .params
     };
     let inst = instance_reply(
-        app.propose(Command::RunJob {
-            job: JobId(id),
-            params,
-            now_ms: now_ms(),
-        })
+        app.propose(
+            &key,
+            Command::RunJob {
+                job: JobId(id),
+                params,
+                now_ms: now_ms(),
+            },
+        )
         .await?,
     )?;
     tracing::info!(instance = inst.id.0, job = id, "run now");
@@ -143,12 +148,19 @@ pub async fn get(
 }
 
 /// `POST /api/v1/instances/{id}/stop`: marks it STOPPED and tells its worker to stop.
-pub async fn stop(State(app): State<Arc<ApiState>>, ApiPath(id): ApiPath<u64>) -> Result<Json<InstanceView>, ApiError> {
+pub async fn stop(
+    State(app): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<u64>,
+    key: Idem,
+) -> Result<Json<InstanceView>, ApiError> {
     let inst = instance_reply(
-        app.propose(Command::StopInstance {
-            instance: InstanceId(id),
-            now_ms: now_ms(),
-        })
+        app.propose(
+            &key,
+            Command::StopInstance {
+                instance: InstanceId(id),
+                now_ms: now_ms(),
+            },
+        )
         .await?,
     )?;
     if let (Some(worker), Role::Leader(leader)) = (&inst.worker, app.ctx.role()) {
@@ -165,12 +177,16 @@ pub async fn stop(State(app): State<Arc<ApiState>>, ApiPath(id): ApiPath<u64>) -
 pub async fn cancel(
     State(app): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<u64>,
+    key: Idem,
 ) -> Result<Json<InstanceView>, ApiError> {
     let inst = instance_reply(
-        app.propose(Command::CancelInstance {
-            instance: InstanceId(id),
-            now_ms: now_ms(),
-        })
+        app.propose(
+            &key,
+            Command::CancelInstance {
+                instance: InstanceId(id),
+                now_ms: now_ms(),
+            },
+        )
         .await?,
     )?;
     Ok(Json(view(&inst)))
@@ -180,12 +196,16 @@ pub async fn cancel(
 pub async fn retry(
     State(app): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<u64>,
+    key: Idem,
 ) -> Result<Json<InstanceView>, ApiError> {
     let inst = instance_reply(
-        app.propose(Command::RetryInstance {
-            instance: InstanceId(id),
-            now_ms: now_ms(),
-        })
+        app.propose(
+            &key,
+            Command::RetryInstance {
+                instance: InstanceId(id),
+                now_ms: now_ms(),
+            },
+        )
         .await?,
     )?;
     app.dispatch.wake();

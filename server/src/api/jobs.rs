@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::apps::ReadParams;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::idempotency::Idem;
 use super::state::ApiState;
 use crate::clock::now_ms;
 
@@ -38,10 +39,11 @@ fn check(spec: &JobSpec) -> Result<(), ApiError> {
 /// `POST /api/v1/jobs`.
 pub async fn create(
     State(app): State<Arc<ApiState>>,
+    key: Idem,
     ApiJson(spec): ApiJson<JobSpec>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     check(&spec)?;
-    let reply = app.propose(Command::CreateJob { spec, now_ms: now_ms() }).await?;
+    let reply = app.propose(&key, Command::CreateJob { spec, now_ms: now_ms() }).await?;
     Ok((StatusCode::CREATED, job_reply(reply)?))
 }
 
@@ -81,46 +83,65 @@ pub async fn get(
 pub async fn update(
     State(app): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<u64>,
+    key: Idem,
     ApiJson(spec): ApiJson<JobSpec>,
 ) -> Result<Json<JobView>, ApiError> {
     check(&spec)?;
     job_reply(
-        app.propose(Command::UpdateJob {
-            id: JobId(id),
-            spec,
-            now_ms: now_ms(),
-        })
+        app.propose(
+            &key,
+            Command::UpdateJob {
+                id: JobId(id),
+                spec,
+                now_ms: now_ms(),
+            },
+        )
         .await?,
     )
 }
 
 /// `DELETE /api/v1/jobs/{id}`.
-pub async fn delete(State(app): State<Arc<ApiState>>, ApiPath(id): ApiPath<u64>) -> Result<StatusCode, ApiError> {
-    match app.propose(Command::DeleteJob { id: JobId(id) }).await? {
+pub async fn delete(
+    State(app): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<u64>,
+    key: Idem,
+) -> Result<StatusCode, ApiError> {
+    match app.propose(&key, Command::DeleteJob { id: JobId(id) }).await? {
         Reply::JobDeleted { .. } => Ok(StatusCode::NO_CONTENT),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
 }
 
-async fn set_enabled(app: &ApiState, id: u64, enabled: bool) -> Result<Json<JobView>, ApiError> {
+async fn set_enabled(app: &ApiState, key: &Idem, id: u64, enabled: bool) -> Result<Json<JobView>, ApiError> {
     job_reply(
-        app.propose(Command::SetJobEnabled {
-            id: JobId(id),
-            enabled,
-            now_ms: now_ms(),
-        })
+        app.propose(
+            key,
+            Command::SetJobEnabled {
+                id: JobId(id),
+                enabled,
+                now_ms: now_ms(),
+            },
+        )
         .await?,
     )
 }
 
 /// `POST /api/v1/jobs/{id}/enable`.
-pub async fn enable(State(app): State<Arc<ApiState>>, ApiPath(id): ApiPath<u64>) -> Result<Json<JobView>, ApiError> {
-    set_enabled(&app, id, true).await
+pub async fn enable(
+    State(app): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<u64>,
+    key: Idem,
+) -> Result<Json<JobView>, ApiError> {
+    set_enabled(&app, &key, id, true).await
 }
 
 /// `POST /api/v1/jobs/{id}/disable`.
-pub async fn disable(State(app): State<Arc<ApiState>>, ApiPath(id): ApiPath<u64>) -> Result<Json<JobView>, ApiError> {
-    set_enabled(&app, id, false).await
+pub async fn disable(
+    State(app): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<u64>,
+    key: Idem,
+) -> Result<Json<JobView>, ApiError> {
+    set_enabled(&app, &key, id, false).await
 }
 
 /// Most fire times one `next-fires` call lists.

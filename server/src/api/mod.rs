@@ -4,7 +4,9 @@
 //! reads unless `?stale=true`) is forwarded to it over the gRPC port by the
 //! [`forward::to_leader`] middleware, so a client never needs to know who leads.
 //! On the leader, writes are proposed through Raft and answered once applied;
-//! reads first confirm leadership with openraft's linearizable read.
+//! reads first confirm leadership with openraft's linearizable read. A write's
+//! `Idempotency-Key` ([`idempotency`]) travels into its Raft command, so a
+//! retried write is applied once.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ mod apps;
 mod cluster;
 pub mod error;
 mod forward;
+pub mod idempotency;
 pub mod instances;
 mod jobs;
 mod workers;
@@ -53,6 +56,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), forward::to_leader))
+        // Outside forwarding: a bad key is refused on the node that received it.
+        .layer(axum::middleware::from_fn_with_state(
+            state::MAX_BODY,
+            idempotency::layer,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(state::MAX_BODY))
         .with_state(state)
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use qron_raft_store::{Command, Reply};
 
 use super::error::{self, ApiError};
+use super::idempotency::Idem;
+use crate::clock::now_ms;
 use crate::context::Context;
 use crate::discovery;
 use crate::dispatch::Dispatch;
@@ -34,9 +36,11 @@ impl ApiState {
         }
     }
 
-    /// Proposes a command and returns what applying it answered.
-    pub async fn propose(&self, cmd: Command) -> Result<Reply, ApiError> {
-        let reply = crate::raft::propose(&self.ctx.raft, cmd)
+    /// Proposes a client's command, under the request's idempotency key if it
+    /// has one, and returns what applying it answered (for a key seen before:
+    /// what the first command under it answered).
+    pub async fn propose(&self, key: &Idem, cmd: Command) -> Result<Reply, ApiError> {
+        let reply = crate::raft::propose(&self.ctx.raft, key.wrap(cmd, now_ms()))
             .await
             .map_err(|e| error::from_write_error(e, |id, n| discovery::hint(&self.ctx, id, n)))?;
         Ok(reply?)

@@ -20,6 +20,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Marks an HTTP request a follower forwarded to the leader, so it is never forwarded again.
 pub const FORWARDED_HEADER: &str = "x-qron-forwarded";
 
+/// The HTTP header of a write's idempotency key (docs/api.md); `Forward`
+/// carries it in a field of its own and the leader puts it back here.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
 /// openraft's answer to a write that was not committed.
 pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, QronNode>>;
 

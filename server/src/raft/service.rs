@@ -4,6 +4,13 @@
 //!
 //! Nothing a peer sends can panic the node: undecodable payloads are answered
 //! with `InvalidArgument`.
+//!
+//! A forwarded request's idempotency key arrives in `ForwardRequest` and is
+//! handed to the router as the `Idempotency-Key` header (docs/api.md);
+//! `authorization` is reserved and not read.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
@@ -15,10 +22,13 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 use tower::ServiceExt;
 
-use super::FORWARDED_HEADER;
+use super::{FORWARDED_HEADER, IDEMPOTENCY_HEADER};
 
 /// Largest HTTP response body relayed back to a follower.
 const MAX_FORWARD_BODY: usize = 64 * 1024 * 1024;
+
+/// TEST ONLY: how long a held answer is held (longer than a follower waits).
+const HOLD_ANSWER: Duration = Duration::from_secs(5);
 
 pub struct RaftRpc {
     pub raft: Raft,
@@ -26,6 +36,10 @@ pub struct RaftRpc {
     pub http_addr: String,
     pub grpc_addr: String,
     pub router: Router,
+    /// TEST ONLY (`--unsafe-test-hold-forward-answers`): how many more
+    /// forwarded writes that succeed get their answer held back for
+    /// [`HOLD_ANSWER`], as if it were lost after the commit. Zero in production.
+    pub hold_forward_answers: AtomicU32,
 }
 
 fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
@@ -36,6 +50,15 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
     serde_json::to_vec(v)
         .map(|data| Response::new(RaftPayload { data }))
         .map_err(|e| Status::internal(format!("cannot encode raft reply: {e}")))
+}
+
+impl RaftRpc {
+    /// Whether to hold this answer back (test mode), counting it.
+    fn take_hold(&self) -> bool {
+        self.hold_forward_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 #[tonic::async_trait]
@@ -64,6 +87,10 @@ impl RaftService for RaftRpc {
         if !f.content_type.is_empty() {
             builder = builder.header(http::header::CONTENT_TYPE, f.content_type.as_str());
         }
+        if let Some(key) = &f.idempotency_key {
+            builder = builder.header(IDEMPOTENCY_HEADER, key.as_str());
+        }
+        let is_write = !matches!(f.method.as_str(), "GET" | "HEAD");
         let request = builder
             .body(Body::from(f.body))
             .map_err(|e| Status::invalid_argument(format!("bad forwarded request: {e}")))?;
@@ -71,6 +98,10 @@ impl RaftService for RaftRpc {
             Ok(r) => r,
             Err(never) => match never {},
         };
+        if is_write && response.status().is_success() && self.take_hold() {
+            tracing::warn!(path = %f.path_and_query, "TEST: holding the answer of a committed forwarded write");
+            tokio::time::sleep(HOLD_ANSWER).await;
+        }
         let status = response.status().as_u16() as u32;
         let content_type = response
             .headers()
