@@ -39,7 +39,9 @@ pub use types::{Attempt, JobId, NodeId, QronNode, WorkerId};
 /// `dir` and returns the log store and the state machine sharing them.
 pub fn open(dir: &std::path::Path) -> Result<(LogStore, StateMachineStore), StorageError> {
     let db = log_store::open_db(&dir.join("raft"))?;
-    let log = LogStore::new(db.clone())?;
-    let sm = StateMachineStore::open(db, &dir.join("snapshots"))?;
+    // Shared: the log is purged only behind a snapshot the state machine recorded.
+    let purger = log_store::Purger::open(db.clone())?;
+    let log = LogStore::new(db.clone(), purger.clone())?;
+    let sm = StateMachineStore::open(db, &dir.join("snapshots"), purger)?;
     Ok((log, sm))
 }

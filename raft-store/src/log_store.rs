@@ -12,12 +12,17 @@
 //! for every callback queued so far (group commit) and only then completes
 //! them, in order. openraft counts an entry as persisted only when its callback
 //! completes, so nothing is acknowledged before it is on disk.
+//!
+//! Purge never goes past the recorded snapshot ([`Purger`]): openraft 0.9.25
+//! asks a follower to purge up to a snapshot it has only queued for install,
+//! and a node that died before the install recorded it must still find, on
+//! disk, the log after its own snapshot.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::{mpsc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -74,16 +79,115 @@ fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
+/// How far the log is purged. Shared by the log store, where openraft asks for
+/// purges, and the state machine, which tells it when a snapshot is recorded.
+///
+/// openraft 0.9.25 pushes `PurgeLog { upto }` right after it queues a snapshot
+/// install on the state machine, without waiting for it
+/// (`FollowingHandler::install_full_snapshot`). Deleting at once would leave a
+/// node that dies before the install with an old snapshot and no log after it:
+/// it could not re-apply what it had committed, and `Raft::new` would fail on
+/// every start. So a purge is done in two steps:
+///
+/// * **asked**: the newest purge openraft asked for. At once, entries up to it
+///   are invisible to openraft through this process's store (reads skip them,
+///   `get_log_state` reports it), as openraft's `purge` contract expects.
+/// * **done**: recorded under `last_purged` and deleted from disk, never past
+///   the recorded snapshot's last log id (`covered`). The rest is done when the
+///   state machine records a snapshot that covers it ([`Purger::covered_upto`]).
+///
+/// After a crash, a restart sees only what was done: the entries between the
+/// recorded snapshot and the asked purge are still there, contiguous with the
+/// rest of the log, so the log has no hole and openraft's order
+/// `last_purged ≤ snapshot ≤ committed` holds on disk. The asked point is not
+/// persisted: it only mirrors openraft's in-memory state, which a restart
+/// rebuilds from the disk.
+#[derive(Debug)]
+pub(crate) struct Purger {
+    db: Arc<DB>,
+    points: Mutex<PurgePoints>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PurgePoints {
+    asked: Option<LogId<NodeId>>,
+    done: Option<LogId<NodeId>>,
+    /// The recorded snapshot's last log id: nothing after it may be deleted.
+    covered: Option<LogId<NodeId>>,
+}
+
+impl Purger {
+    /// Reads what was purged. `covered` starts at nothing: the state machine
+    /// reports its recorded snapshot when it opens.
+    pub(crate) fn open(db: Arc<DB>) -> Result<Arc<Self>, StorageError> {
+        let done: Option<LogId<NodeId>> = get_meta(&db, KEY_LAST_PURGED)?;
+        Ok(Arc::new(Purger {
+            db,
+            points: Mutex::new(PurgePoints {
+                asked: done,
+                done,
+                covered: None,
+            }),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PurgePoints> {
+        // The points are plain values, consistent between statements: a poisoned lock is still usable.
+        self.points.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The purge openraft asked for: entries up to it are gone for openraft.
+    fn asked(&self) -> Option<LogId<NodeId>> {
+        self.lock().asked
+    }
+
+    /// openraft asks to purge up to `upto`: done at once as far as the recorded
+    /// snapshot covers it, the rest when a snapshot covers it.
+    fn ask(&self, upto: LogId<NodeId>) -> Result<(), StorageError> {
+        let mut p = self.lock();
+        p.asked = p.asked.max(Some(upto));
+        self.settle(&mut p)
+    }
+
+    /// The state machine recorded (durably) a snapshot whose last log id is `last`.
+    pub(crate) fn covered_upto(&self, last: Option<LogId<NodeId>>) -> Result<(), StorageError> {
+        let mut p = self.lock();
+        p.covered = p.covered.max(last);
+        self.settle(&mut p)
+    }
+
+    /// Deletes what was asked and is covered, and records it. The purge point is
+    /// written first: entries at or below it are ignored from then on, so a crash
+    /// between the two writes leaves nothing inconsistent (and one WAL orders them).
+    fn settle(&self, p: &mut PurgePoints) -> Result<(), StorageError> {
+        let target = p.asked.min(p.covered);
+        let Some(upto) = target.filter(|_| target > p.done) else {
+            return Ok(());
+        };
+        put_meta(&self.db, KEY_LAST_PURGED, &upto, false)?;
+        self.db
+            .delete_range_cf(
+                cf(&self.db, CF_LOGS)?,
+                index_key(0),
+                index_key(upto.index.saturating_add(1)),
+            )
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        p.done = Some(upto);
+        Ok(())
+    }
+}
+
 /// The Raft log and vote, in RocksDB. Cheap to clone (the log reader is a clone).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    purger: Arc<Purger>,
 }
 
 impl LogStore {
     /// Wraps an open database and starts its WAL flusher thread.
-    pub fn new(db: Arc<DB>) -> Result<Self, StorageError> {
+    pub(crate) fn new(db: Arc<DB>, purger: Arc<Purger>) -> Result<Self, StorageError> {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         // The flusher holds the database weakly so that dropping the stores closes it.
         let flush_db = Arc::downgrade(&db);
@@ -91,7 +195,11 @@ impl LogStore {
             .name("qron-wal-flusher".into())
             .spawn(move || flusher(flush_db, rx))
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        Ok(LogStore { db, flusher: tx })
+        Ok(LogStore {
+            db,
+            flusher: tx,
+            purger,
+        })
     }
 
     fn logs(&self) -> Result<&ColumnFamily, StorageError> {
@@ -128,6 +236,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => x.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        // Entries a purge asked for may still be on disk (see `Purger`): never hand them out.
+        let start = start.max(self.purger.asked().map_or(0, |p| p.index.saturating_add(1)));
         let key = index_key(start);
         let mut out = Vec::new();
         for item in self
@@ -154,7 +264,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId<NodeId>> = get_meta(&self.db, KEY_LAST_PURGED)?;
+        let last_purged = self.purger.asked();
         let last = match self.db.iterator_cf(self.logs()?, IteratorMode::End).next() {
             None => None,
             Some(item) => {
@@ -163,6 +273,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Some(entry.log_id)
             }
         };
+        // An entry at or below the asked purge point is purged for openraft, even if still on disk.
+        let last = last.filter(|l| last_purged.is_none_or(|p| l.index > p.index));
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last.or(last_purged),
@@ -229,11 +341,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        // Record the purge point first: entries at or below it are ignored from then on,
-        // so a crash between the two writes leaves nothing inconsistent.
-        put_meta(&self.db, KEY_LAST_PURGED, &log_id, false)?;
-        self.db
-            .delete_range_cf(self.logs()?, index_key(0), index_key(log_id.index.saturating_add(1)))
-            .map_err(|e| StorageIOError::write_logs(&e).into())
+        // Never past the recorded snapshot: see `Purger`.
+        self.purger.ask(log_id)
     }
 }

@@ -4,7 +4,8 @@
 //! builds a snapshot (every `LogsSinceLast(n)` entries). After a restart the
 //! node loads its newest snapshot and openraft re-applies the log after it, so
 //! nothing committed is lost as long as the log is kept until a snapshot covers
-//! it (openraft purges only what the current snapshot includes).
+//! it: every recorded snapshot is reported to the log store's `Purger`, which
+//! never deletes entries past the recorded snapshot, even when openraft asks.
 //!
 //! Snapshot files live in `<data-dir>/snapshots/` as `snap-<term>-<index>.json`
 //! (the JSON of [`State`]); the current one is named by the `snapshot` key in
@@ -26,7 +27,7 @@ use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Reply, Response};
-use crate::log_store::{get_meta, put_meta};
+use crate::log_store::{get_meta, put_meta, Purger};
 use crate::raft_types::{Entry, StorageError, TypeConfig};
 use crate::snapshot_file::SnapshotFile;
 use crate::state::State;
@@ -62,15 +63,23 @@ static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
 /// openraft's state machine for qron.
 pub struct StateMachineStore {
     state: SharedState,
+    snapshots: Arc<Snapshots>,
+}
+
+/// The snapshot directory and the record of the current snapshot, shared by the
+/// state machine and its builders.
+struct Snapshots {
     db: Arc<DB>,
     dir: PathBuf,
     /// Serializes "make this the current snapshot" between builds and installs.
-    commit_lock: Arc<Mutex<()>>,
+    commit_lock: Mutex<()>,
+    /// Told of every recorded snapshot: the log is purged only behind one.
+    purger: Arc<Purger>,
 }
 
 impl StateMachineStore {
     /// Opens the snapshot directory and loads the current snapshot, if any.
-    pub fn open(db: Arc<DB>, dir: &Path) -> Result<Self, StorageError> {
+    pub(crate) fn open(db: Arc<DB>, dir: &Path, purger: Arc<Purger>) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let stored: Option<StoredSnapshot> = get_meta(&db, KEY_SNAPSHOT)?;
         let state = match &stored {
@@ -78,11 +87,15 @@ impl StateMachineStore {
             Some(s) => load_state(&dir.join(&s.file), &s.meta)?,
         };
         remove_other_files(dir, stored.as_ref().map(|s| s.file.as_str()), true);
+        purger.covered_upto(stored.and_then(|s| s.meta.last_log_id))?;
         Ok(StateMachineStore {
             state: SharedState(Arc::new(RwLock::new(state))),
-            db,
-            dir: dir.to_owned(),
-            commit_lock: Arc::default(),
+            snapshots: Arc::new(Snapshots {
+                db,
+                dir: dir.to_owned(),
+                commit_lock: Mutex::new(()),
+                purger,
+            }),
         })
     }
 
@@ -127,48 +140,45 @@ fn snapshot_file_name(last: Option<LogId<NodeId>>) -> String {
     }
 }
 
-/// Makes `file` the current snapshot: fsync the directory (the rename), then
-/// record it in RocksDB with sync, then drop older files. A snapshot older than
-/// the current one (a build that finished after an install) is dropped instead:
-/// the log before the current snapshot may already be purged.
-fn commit_snapshot(
-    lock: &Mutex<()>,
-    db: &DB,
-    dir: &Path,
-    meta: &SnapshotMeta<NodeId, QronNode>,
-    file: &str,
-) -> Result<(), StorageError> {
-    let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-    let sig = Some(meta.signature());
-    if let Some(current) = get_meta::<StoredSnapshot>(db, KEY_SNAPSHOT)? {
-        if current.meta.last_log_id > meta.last_log_id {
-            tracing::info!(stale = %meta.snapshot_id, current = %current.meta.snapshot_id, "dropping a snapshot older than the current one");
-            let _ = std::fs::remove_file(dir.join(file));
-            return Ok(());
+impl Snapshots {
+    /// Makes `file` the current snapshot: fsync the directory (the rename), then
+    /// record it in RocksDB with sync, then drop older files and let the log be
+    /// purged up to it (a purge openraft asked for before an install waits for
+    /// this). A snapshot older than the current one (a build that finished after
+    /// an install) is dropped instead: the log before the current snapshot may
+    /// already be purged.
+    fn commit(&self, meta: &SnapshotMeta<NodeId, QronNode>, file: &str) -> Result<(), StorageError> {
+        let (db, dir) = (&*self.db, self.dir.as_path());
+        let _guard = self.commit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let sig = Some(meta.signature());
+        if let Some(current) = get_meta::<StoredSnapshot>(db, KEY_SNAPSHOT)? {
+            if current.meta.last_log_id > meta.last_log_id {
+                tracing::info!(stale = %meta.snapshot_id, current = %current.meta.snapshot_id, "dropping a snapshot older than the current one");
+                let _ = std::fs::remove_file(dir.join(file));
+                return Ok(());
+            }
         }
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        put_meta(
+            db,
+            KEY_SNAPSHOT,
+            &StoredSnapshot {
+                meta: meta.clone(),
+                file: file.to_owned(),
+            },
+            true,
+        )?;
+        remove_other_files(dir, Some(file), false);
+        self.purger.covered_upto(meta.last_log_id)
     }
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
-    put_meta(
-        db,
-        KEY_SNAPSHOT,
-        &StoredSnapshot {
-            meta: meta.clone(),
-            file: file.to_owned(),
-        },
-        true,
-    )?;
-    remove_other_files(dir, Some(file), false);
-    Ok(())
 }
 
 /// Builds snapshots from a point-in-time copy of the state.
 pub struct SnapshotBuilder {
     copy: State,
-    db: Arc<DB>,
-    dir: PathBuf,
-    commit_lock: Arc<Mutex<()>>,
+    snapshots: Arc<Snapshots>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -181,8 +191,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id: name.trim_end_matches(".json").to_owned(),
         };
         let sig = Some(meta.signature());
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let path = self.dir.join(&name);
+        let tmp = self.snapshots.dir.join(format!("{name}.tmp"));
+        let path = self.snapshots.dir.join(&name);
         let copy = std::mem::take(&mut self.copy);
         let (tmp2, path2) = (tmp.clone(), path.clone());
         // Serialization and fsync are blocking work: keep them off the async workers.
@@ -202,7 +212,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let data = SnapshotFile::open(&path)
             .await
             .map_err(|e| StorageIOError::read_snapshot(sig, &e))?;
-        commit_snapshot(&self.commit_lock, &self.db, &self.dir, &meta, &name)?;
+        self.snapshots.commit(&meta, &name)?;
         tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
         Ok(Snapshot {
             meta,
@@ -246,15 +256,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             copy: self.state.read().clone(),
-            db: self.db.clone(),
-            dir: self.dir.clone(),
-            commit_lock: self.commit_lock.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
         let seq = FILE_SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("recv-{seq}.tmp"));
+        let path = self.snapshots.dir.join(format!("recv-{seq}.tmp"));
         let file = SnapshotFile::create(&path)
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
@@ -272,24 +280,24 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         let name = snapshot_file_name(meta.last_log_id);
-        let path = self.dir.join(&name);
+        let path = self.snapshots.dir.join(&name);
         std::fs::rename(snapshot.path(), &path).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         let (path2, meta2) = (path.clone(), meta.clone());
         let new_state = tokio::task::spawn_blocking(move || load_state(&path2, &meta2))
             .await
             .map_err(|e| StorageIOError::read_snapshot(sig, &e))??;
-        commit_snapshot(&self.commit_lock, &self.db, &self.dir, meta, &name)?;
+        self.snapshots.commit(meta, &name)?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         *self.state.write() = new_state;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(stored) = get_meta::<StoredSnapshot>(&self.db, KEY_SNAPSHOT)? else {
+        let Some(stored) = get_meta::<StoredSnapshot>(&self.snapshots.db, KEY_SNAPSHOT)? else {
             return Ok(None);
         };
         let sig = Some(stored.meta.signature());
-        let data = SnapshotFile::open(&self.dir.join(&stored.file))
+        let data = SnapshotFile::open(&self.snapshots.dir.join(&stored.file))
             .await
             .map_err(|e| StorageIOError::read_snapshot(sig, &e))?;
         Ok(Some(Snapshot {
