@@ -16,13 +16,14 @@ pub struct SnapshotFile {
 }
 
 impl SnapshotFile {
-    /// Opens an existing snapshot for reading.
-    pub async fn open(path: &Path) -> io::Result<Self> {
-        let file = tokio::fs::File::open(path).await?;
-        Ok(SnapshotFile {
-            file,
+    /// Wraps a snapshot file already open for reading. It must have been opened
+    /// while nothing could remove it (under the state machine's commit lock, or
+    /// before it was renamed into place): once open, a removal does not matter.
+    pub fn from_std(file: std::fs::File, path: &Path) -> Self {
+        SnapshotFile {
+            file: tokio::fs::File::from_std(file),
             path: path.to_owned(),
-        })
+        }
     }
 
     /// Creates (truncating) a file to receive a snapshot into.

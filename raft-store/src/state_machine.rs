@@ -173,6 +173,29 @@ impl Snapshots {
         remove_other_files(dir, Some(file), false);
         self.purger.covered_upto(meta.last_log_id)
     }
+
+    /// The current snapshot's meta and its file, open. Blocking (a file open).
+    ///
+    /// Holds the commit lock from reading the record until the file is open: a
+    /// commit removes the files of older snapshots, and does so only under this
+    /// lock, so the file the record names is still there when it is opened.
+    /// Once open, a later removal does not matter (an unlinked file stays
+    /// readable through the handle). `between` runs after the record is read
+    /// and before the file is opened: a seam for the test of that window.
+    fn current_with(&self, between: impl FnOnce()) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let _guard = self.commit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(stored) = get_meta::<StoredSnapshot>(&self.db, KEY_SNAPSHOT)? else {
+            return Ok(None);
+        };
+        between();
+        let sig = Some(stored.meta.signature());
+        let path = self.dir.join(&stored.file);
+        let file = std::fs::File::open(&path).map_err(|e| StorageIOError::read_snapshot(sig, &e))?;
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(SnapshotFile::from_std(file, &path)),
+        }))
+    }
 }
 
 /// Builds snapshots from a point-in-time copy of the state.
@@ -196,22 +219,24 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let copy = std::mem::take(&mut self.copy);
         let (tmp2, path2) = (tmp.clone(), path.clone());
         // Serialization and fsync are blocking work: keep them off the async workers.
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             let file = std::fs::File::create(&tmp2)?;
             let mut w = BufWriter::new(file);
             serde_json::to_writer(&mut w, &copy)?;
             let file = w.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
-            std::fs::rename(&tmp2, &path2)
+            // Open for reading before the rename: from the rename on, a commit of
+            // another snapshot (an install) may remove the file, and a stale build's
+            // own commit removes it; openraft still gets the snapshot it asked for
+            // through this handle.
+            let reader = std::fs::File::open(&tmp2)?;
+            std::fs::rename(&tmp2, &path2)?;
+            Ok(reader)
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?
         .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
-        // Open before committing: a stale build's file is removed by the commit, but
-        // openraft still gets the snapshot it asked for through this handle.
-        let data = SnapshotFile::open(&path)
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(sig, &e))?;
+        let data = SnapshotFile::from_std(file, &path);
         self.snapshots.commit(&meta, &name)?;
         tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
         Ok(Snapshot {
@@ -293,16 +318,84 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(stored) = get_meta::<StoredSnapshot>(&self.snapshots.db, KEY_SNAPSHOT)? else {
-            return Ok(None);
-        };
-        let sig = Some(stored.meta.signature());
-        let data = SnapshotFile::open(&self.snapshots.dir.join(&stored.file))
+        // Blocking (a std lock and a file open): off the async workers.
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || snapshots.current_with(|| {}))
             .await
-            .map_err(|e| StorageIOError::read_snapshot(sig, &e))?;
-        Ok(Some(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(data),
-        }))
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::log_store::open_db;
+
+    fn snapshots(dir: &Path) -> Snapshots {
+        let db = open_db(&dir.join("raft")).expect("db");
+        let purger = Purger::open(db.clone()).expect("purger");
+        let dir = dir.join("snapshots");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        Snapshots {
+            db,
+            dir,
+            commit_lock: Mutex::new(()),
+            purger,
+        }
+    }
+
+    /// Writes a snapshot file with `text` and commits it as the snapshot at `index`.
+    fn commit(s: &Snapshots, index: u64, text: &str) -> SnapshotMeta<NodeId, QronNode> {
+        let name = format!("snap-1-{index}-0.json");
+        std::fs::write(s.dir.join(&name), text).expect("write");
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: name.trim_end_matches(".json").to_owned(),
+        };
+        s.commit(&meta, &name).expect("commit");
+        meta
+    }
+
+    async fn read_all(mut f: Box<SnapshotFile>) -> String {
+        let mut text = String::new();
+        f.read_to_string(&mut text).await.expect("read");
+        text
+    }
+
+    /// A reader and a commit of a newer snapshot (which removes the older file)
+    /// at the worst moment: the commit tries to run between the reader's reading
+    /// of the record and its opening of the file. It must wait for the reader
+    /// (the same lock), and the reader gets the snapshot the record named.
+    #[tokio::test]
+    async fn a_commit_waits_while_a_reader_opens_the_current_snapshot() {
+        let tmp = tempfile::TempDir::new().expect("tmp");
+        let s = snapshots(tmp.path());
+        let old = commit(&s, 10, "old");
+        let mut commit_could_run = None;
+        let current = s.current_with(|| {
+            // A commit may run here only if the reader does not hold the lock.
+            let free = s.commit_lock.try_lock().is_ok();
+            commit_could_run = Some(free);
+            if free {
+                commit(&s, 20, "new");
+            }
+        });
+        let current = current
+            .expect("the reader opens the file its record names")
+            .expect("a snapshot");
+        assert_eq!(commit_could_run, Some(false), "the reader holds the commit lock");
+        assert_eq!(current.meta, old);
+        // The commit runs once the reader has its file: it removes the old file, and
+        // the reader still reads all of it through the handle it holds.
+        let new = commit(&s, 20, "new");
+        assert!(!s.dir.join("snap-1-10-0.json").exists(), "the old file is removed");
+        assert_eq!(read_all(current.snapshot).await, "old");
+        let current = s.current_with(|| {}).expect("read").expect("a snapshot");
+        assert_eq!(current.meta, new);
+        assert_eq!(read_all(current.snapshot).await, "new");
     }
 }
