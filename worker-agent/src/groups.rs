@@ -312,13 +312,9 @@ mod tests {
         StateDir::open(tmp.path()).expect("free again");
     }
 
-    /// A group left by a "previous worker" (a watcher and a script started here, then
-    /// abandoned) is killed by the next worker's reap before it returns.
-    #[tokio::test]
-    async fn reap_kills_what_a_previous_worker_left() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let dir = StateDir::open(tmp.path()).expect("open");
-        let mut watcher = tokio::process::Command::new("/bin/sh")
+    /// A watcher leading a new group, as `shell.rs` starts it: (child, group id).
+    fn spawn_watcher() -> (tokio::process::Child, u32) {
+        let watcher = tokio::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(WATCHER_SCRIPT)
             .stdin(Stdio::piped())
@@ -326,12 +322,27 @@ mod tests {
             .spawn()
             .expect("watcher");
         let pgid = watcher.id().expect("pid");
-        let mut script = tokio::process::Command::new("/bin/sh")
+        (watcher, pgid)
+    }
+
+    /// `script` under `/bin/sh -c` in the group `pgid`.
+    fn spawn_in_group(pgid: u32, script: &str) -> tokio::process::Child {
+        tokio::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg("sleep 30 & sleep 30")
+            .arg(script)
             .process_group(pgid as i32)
             .spawn()
-            .expect("script");
+            .expect("script")
+    }
+
+    /// A group left by a "previous worker" (a watcher and a script started here, then
+    /// abandoned) is killed by the next worker's reap before it returns.
+    #[tokio::test]
+    async fn reap_kills_what_a_previous_worker_left() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = StateDir::open(tmp.path()).expect("open");
+        let (mut watcher, pgid) = spawn_watcher();
+        let mut script = spawn_in_group(pgid, "sleep 30 & sleep 30");
         dir.record(pgid, AttemptKey::new(InstanceId(1), Attempt(1)))
             .expect("record");
         // Keep the watcher's pipe open (as a frozen or still-living holder would), so
@@ -356,21 +367,9 @@ mod tests {
     /// is what the kernel does when the worker dies.
     #[tokio::test]
     async fn the_watcher_kills_its_group_when_the_pipe_closes() {
-        let mut watcher = tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(WATCHER_SCRIPT)
-            .stdin(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("watcher");
-        let pgid = watcher.id().expect("pid");
+        let (mut watcher, pgid) = spawn_watcher();
         let start = proc_stat(pgid as i32).map_or(0, |s| s.start_ticks);
-        let mut script = tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg("sleep 30")
-            .process_group(pgid as i32)
-            .spawn()
-            .expect("script");
+        let mut script = spawn_in_group(pgid, "sleep 30");
         drop(watcher.stdin.take());
         let status = tokio::time::timeout(Duration::from_secs(5), script.wait())
             .await
