@@ -8,11 +8,12 @@
 //!    recorded skip;
 //! 2. every instance reaches a terminal state within a bound after the faults stop;
 //! 3. no (instance, attempt) runs twice, and no two attempts of one instance run
-//!    at the same time;
+//!    at the same time: an attempt runs from its journal's `start` to the last
+//!    line it wrote (`end`, or the last `alive` of one that was killed);
 //! 4. every write the API acknowledged (job created, run-now accepted) exists;
 //! 5. all nodes converge to the same applied state (equal digests).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -194,7 +195,7 @@ impl Report {
     }
 }
 
-/// A journal line: `instance attempt worker start|end epoch_ms`.
+/// A journal line: `instance attempt worker start|alive|end epoch_ms`.
 #[derive(Debug, Clone)]
 pub struct JournalLine {
     pub instance: u64,
@@ -221,19 +222,63 @@ pub fn read_journal(path: &Path) -> Vec<JournalLine> {
         .collect()
 }
 
+/// When an attempt is known to have run: from its first `start` line to the last
+/// line it wrote (its `end`, or for an attempt killed before it ended, its last
+/// `alive`), and on which worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub attempt: u32,
+    pub worker: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Whether it wrote its `end` line (false: killed, or still running).
+    pub ended: bool,
+    /// How many `alive` lines it wrote (a long job's attempt writes one at once).
+    pub alive_lines: u32,
+}
+
+/// Every attempt's span, per instance, from the journal (attempts that never
+/// wrote `start` have none).
+pub fn spans(lines: &[JournalLine]) -> BTreeMap<u64, Vec<Span>> {
+    let mut by_key: BTreeMap<(u64, u32), Span> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.event == "start") {
+        by_key
+            .entry((l.instance, l.attempt))
+            .and_modify(|s| s.from_ms = s.from_ms.min(l.at_ms))
+            .or_insert_with(|| Span {
+                attempt: l.attempt,
+                worker: l.worker.clone(),
+                from_ms: l.at_ms,
+                to_ms: l.at_ms,
+                ended: false,
+                alive_lines: 0,
+            });
+    }
+    for l in lines {
+        if let Some(s) = by_key.get_mut(&(l.instance, l.attempt)) {
+            s.to_ms = s.to_ms.max(l.at_ms);
+            s.ended |= l.event == "end";
+            s.alive_lines += u32::from(l.event == "alive");
+        }
+    }
+    let mut out: BTreeMap<u64, Vec<Span>> = BTreeMap::new();
+    for ((i, _), s) in by_key {
+        out.entry(i).or_default().push(s);
+    }
+    out
+}
+
 /// Invariant 3 over a journal: returns (doubled count, problems).
+///
+/// An attempt ran from its `start` to the last line it wrote, so an attempt
+/// that was killed (no `end`) still counts up to its last `alive`. A later
+/// attempt that starts before an earlier one's last line is an overlap, and so
+/// is an earlier attempt that writes anything after a later one started.
 pub fn check_journal(lines: &[JournalLine]) -> (usize, Vec<String>) {
     let mut problems = Vec::new();
-    let mut starts: HashMap<(u64, u32), Vec<&JournalLine>> = HashMap::new();
-    let mut ends: HashMap<(u64, u32), i64> = HashMap::new();
-    for l in lines {
-        match l.event.as_str() {
-            "start" => starts.entry((l.instance, l.attempt)).or_default().push(l),
-            "end" => {
-                ends.insert((l.instance, l.attempt), l.at_ms);
-            }
-            _ => {}
-        }
+    let mut starts: BTreeMap<(u64, u32), Vec<&JournalLine>> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.event == "start") {
+        starts.entry((l.instance, l.attempt)).or_default().push(l);
     }
     let mut doubled = 0;
     for ((i, a), s) in &starts {
@@ -246,22 +291,28 @@ pub fn check_journal(lines: &[JournalLine]) -> (usize, Vec<String>) {
             ));
         }
     }
-    // No two attempts of one instance at the same time (attempts with a known end).
-    let mut by_instance: BTreeMap<u64, Vec<(u32, i64, i64)>> = BTreeMap::new();
-    for ((i, a), s) in &starts {
-        if let (Some(first), Some(end)) = (s.first(), ends.get(&(*i, *a))) {
-            by_instance.entry(*i).or_default().push((*a, first.at_ms, *end));
-        }
-    }
-    for (i, mut spans) in by_instance {
-        spans.sort_unstable();
-        for w in spans.windows(2) {
-            let ((a1, _, e1), (a2, s2, _)) = (w[0], w[1]);
-            if s2 < e1 {
-                doubled += 1;
-                problems.push(format!(
-                    "instance {i}: attempt {a2} started at {s2} while attempt {a1} ran until {e1}"
-                ));
+    // No two attempts of one instance at the same time: every pair, since a killed
+    // attempt may run on past several later ones.
+    for (i, spans) in spans(lines) {
+        for (k, early) in spans.iter().enumerate() {
+            for late in &spans[k + 1..] {
+                if late.from_ms < early.to_ms {
+                    doubled += 1;
+                    problems.push(format!(
+                        "instance {i}: attempt {} started at {} on {} while attempt {} ran until {} on {} ({})",
+                        late.attempt,
+                        late.from_ms,
+                        late.worker,
+                        early.attempt,
+                        early.to_ms,
+                        early.worker,
+                        if early.ended {
+                            "its end"
+                        } else {
+                            "its last alive line: no end, killed"
+                        }
+                    ));
+                }
             }
         }
     }
@@ -774,6 +825,69 @@ mod tests {
         let (n, p) = check_journal(&overlap);
         assert_eq!(n, 1);
         assert!(p[0].contains("while attempt 1 ran"), "{p:?}");
+    }
+
+    #[test]
+    fn a_killed_attempt_counts_until_its_last_alive_line() {
+        // Attempt 1 was killed (no end) after its alive line at 2_600; attempt 2
+        // started at 2_500 on the other worker: they ran at the same time.
+        let overlap = [
+            line(7, 1, "w1", "start", 0),
+            line(7, 1, "w1", "alive", 0),
+            line(7, 1, "w1", "alive", 200),
+            line(7, 2, "w2", "start", 2_500),
+            line(7, 2, "w2", "alive", 2_500),
+            line(7, 1, "w1", "alive", 2_600),
+            line(7, 2, "w2", "end", 6_000),
+        ];
+        let (n, p) = check_journal(&overlap);
+        assert_eq!(n, 1, "{p:?}");
+        assert!(
+            p[0].contains("attempt 2 started at 2500 on w2 while attempt 1 ran until 2600 on w1"),
+            "{p:?}"
+        );
+        assert!(p[0].contains("no end, killed"), "{p:?}");
+        // The same killed attempt, its last line before the retry started: sequential.
+        let sequential = [
+            line(7, 1, "w1", "start", 0),
+            line(7, 1, "w1", "alive", 0),
+            line(7, 1, "w1", "alive", 200),
+            line(7, 2, "w2", "start", 3_100),
+            line(7, 2, "w2", "alive", 3_100),
+            line(7, 2, "w2", "end", 7_000),
+            line(7, 3, "w1", "start", 7_050),
+            line(7, 3, "w1", "end", 7_350),
+        ];
+        assert_eq!(check_journal(&sequential), (0, vec![]));
+    }
+
+    #[test]
+    fn an_old_attempt_that_runs_after_its_successor_is_an_overlap() {
+        // A dispatch that sat in a frozen worker's socket runs attempt 1 after
+        // attempt 2 already ended; and attempt 1 of instance 8 runs on past two
+        // later attempts (every pair is checked, not only neighbours).
+        let late = [
+            line(7, 2, "w2", "start", 1_000),
+            line(7, 2, "w2", "end", 1_300),
+            line(7, 1, "w1", "start", 5_000),
+            line(7, 1, "w1", "end", 5_300),
+            line(8, 1, "w1", "start", 0),
+            line(8, 2, "w2", "start", 100),
+            line(8, 2, "w2", "end", 200),
+            line(8, 3, "w2", "start", 300),
+            line(8, 3, "w2", "end", 400),
+            line(8, 1, "w1", "alive", 500),
+        ];
+        let (n, p) = check_journal(&late);
+        assert_eq!(n, 3, "{p:?}");
+        assert!(
+            p.iter().any(|l| l.starts_with("instance 7: attempt 2 started at 1000")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|l| l.starts_with("instance 8: attempt 3 started at 300")),
+            "{p:?}"
+        );
     }
 
     const T0: i64 = 1_000_000;
