@@ -12,6 +12,10 @@
 //!    line it wrote (`end`, or the last `alive` of one that was killed);
 //! 4. every write the API acknowledged (job created, run-now accepted) exists;
 //! 5. all nodes converge to the same applied state (equal digests).
+//!
+//! An instance stopped and retried by the `StopDuringFailover` fault keeps its
+//! one instance per fire time and counts as ran (its first attempt started);
+//! STOPPED is terminal; its attempts are checked like any others.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -22,7 +26,25 @@ use anyhow::Context;
 use qron_proto::api::{InstanceList, InstanceView, JobView, WorkerList};
 use serde_json::json;
 
-use crate::{epoch_ms, eventually, ClusterOptions, TestCluster};
+use crate::{epoch_ms, eventually, freeze_tree, process_alive, signal_all, thaw, ClusterOptions, TestCluster};
+
+/// The server's `--worker-timeout-ms` in a chaos cluster: a worker silent this
+/// long is dropped and its attempts are retried elsewhere (its lease is 3/5 of it).
+pub const WORKER_TIMEOUT_MS: u64 = 3_000;
+
+/// How long a frozen worker tree stays frozen: past the worker timeout, so the
+/// leader retries its attempts elsewhere while they are frozen.
+pub const FREEZE_MS: u64 = WORKER_TIMEOUT_MS + 2_000;
+
+/// Where in the 1 s fire cycle (fires fall on whole seconds) a worker tree is
+/// frozen: after the next fires were dispatched, before they start.
+const FREEZE_PHASE_MS: i64 = 700;
+
+/// A long job's script writes an `alive` line this often.
+pub const ALIVE_EVERY_MS: u64 = 200;
+
+/// How many `alive` lines a long job's script writes before its `end` (about 4 s).
+pub const LONG_JOB_TICKS: u32 = 20;
 
 /// A fault the schedule can inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +59,20 @@ pub enum Fault {
     KillWorker,
     /// SIGKILL every server at once, then restart them all.
     KillAllServers,
+    /// SIGSTOP a worker and every process below it (a paused VM or container) past
+    /// the worker timeout, then SIGCONT: the worker first, its scripts once it has
+    /// had the chance to kill them (rule 11: it checks its lease before anything
+    /// else). Aimed at a worker running a long attempt, in the last 300 ms before
+    /// a fire second, when workers hold the next fires for a later start.
+    FreezeWorkerTree,
+    /// SIGKILL a worker's own process only (its scripts live on unless it guards
+    /// them), and start it again at once with the same `--worker-id`.
+    KillWorkerOnly,
+    /// SIGKILL the leader, stop a running (long) instance through a surviving node
+    /// as soon as one accepts, then retry it, while the worker that runs it is slow
+    /// to fail over (its process paused for 2 s, its script running on): the retry
+    /// must not run beside the stopped attempt.
+    StopDuringFailover,
 }
 
 /// How much chaos, for how long.
@@ -48,15 +84,24 @@ pub struct Profile {
     pub follower_kills: usize,
     pub worker_kills: usize,
     pub full_restarts: usize,
+    pub tree_freezes: usize,
+    pub worker_only_kills: usize,
+    pub failover_stops: usize,
     /// Time between faults.
     pub spacing: Duration,
     /// Fixed-rate jobs (1 s each).
     pub jobs: usize,
+    /// Of those, how many run long (an `alive` line every 200 ms, about 4 s) so
+    /// that worker faults catch them running; the others take 0.3 s.
+    pub long_jobs: usize,
     /// Run-now requests every 2 s.
     pub burst: usize,
-    /// Extra server flags (the negative test's broken mode).
+    /// Extra server flags (the negative tests' broken modes).
     pub server_args: Vec<String>,
     pub server_env: Vec<(String, String)>,
+    /// Extra worker flags and environment (the negative tests' broken modes).
+    pub worker_args: Vec<String>,
+    pub worker_env: Vec<(String, String)>,
 }
 
 impl Profile {
@@ -69,11 +114,17 @@ impl Profile {
             follower_kills: 1,
             worker_kills: 1,
             full_restarts: 1,
+            tree_freezes: 1,
+            worker_only_kills: 1,
+            failover_stops: 1,
             spacing: Duration::from_millis(3_500),
             jobs: 10,
+            long_jobs: 2,
             burst: 5,
             server_args: Vec::new(),
             server_env: Vec::new(),
+            worker_args: Vec::new(),
+            worker_env: Vec::new(),
         }
     }
 
@@ -85,18 +136,62 @@ impl Profile {
             follower_kills: 10,
             worker_kills: 10,
             full_restarts: 3,
+            tree_freezes: 10,
+            worker_only_kills: 10,
+            failover_stops: 10,
             ..Profile::bounded(seed)
+        }
+    }
+
+    /// A short run that injects `n` faults of one kind only, on 3 jobs (one of
+    /// them long): what a negative test and its positive twin need.
+    pub fn only(seed: u64, fault: Fault, n: usize) -> Profile {
+        let mut p = Profile {
+            leader_kills: 0,
+            pauses: 0,
+            follower_kills: 0,
+            worker_kills: 0,
+            full_restarts: 0,
+            tree_freezes: 0,
+            worker_only_kills: 0,
+            failover_stops: 0,
+            jobs: 3,
+            long_jobs: 1,
+            burst: 2,
+            ..Profile::bounded(seed)
+        };
+        *p.count_mut(fault) = n;
+        p
+    }
+
+    fn count_mut(&mut self, fault: Fault) -> &mut usize {
+        match fault {
+            Fault::KillLeader => &mut self.leader_kills,
+            Fault::PauseLeader => &mut self.pauses,
+            Fault::KillFollower => &mut self.follower_kills,
+            Fault::KillWorker => &mut self.worker_kills,
+            Fault::KillAllServers => &mut self.full_restarts,
+            Fault::FreezeWorkerTree => &mut self.tree_freezes,
+            Fault::KillWorkerOnly => &mut self.worker_only_kills,
+            Fault::StopDuringFailover => &mut self.failover_stops,
         }
     }
 
     /// The faults in the order this seed draws them.
     pub fn schedule(&self) -> Vec<Fault> {
         let mut faults = Vec::new();
-        faults.extend(std::iter::repeat_n(Fault::KillLeader, self.leader_kills));
-        faults.extend(std::iter::repeat_n(Fault::PauseLeader, self.pauses));
-        faults.extend(std::iter::repeat_n(Fault::KillFollower, self.follower_kills));
-        faults.extend(std::iter::repeat_n(Fault::KillWorker, self.worker_kills));
-        faults.extend(std::iter::repeat_n(Fault::KillAllServers, self.full_restarts));
+        for (fault, n) in [
+            (Fault::KillLeader, self.leader_kills),
+            (Fault::PauseLeader, self.pauses),
+            (Fault::KillFollower, self.follower_kills),
+            (Fault::KillWorker, self.worker_kills),
+            (Fault::KillAllServers, self.full_restarts),
+            (Fault::FreezeWorkerTree, self.tree_freezes),
+            (Fault::KillWorkerOnly, self.worker_only_kills),
+            (Fault::StopDuringFailover, self.failover_stops),
+        ] {
+            faults.extend(std::iter::repeat_n(fault, n));
+        }
         let mut rng = SplitMix(self.seed);
         // Fisher-Yates with the seeded generator: the same seed, the same run.
         for i in (1..faults.len()).rev() {
@@ -108,6 +203,7 @@ impl Profile {
 }
 
 /// splitmix64: a small, well-known seeded generator (no dependency needed).
+#[derive(Debug, Default)]
 pub struct SplitMix(pub u64);
 
 impl SplitMix {
@@ -125,6 +221,10 @@ impl SplitMix {
 pub struct Report {
     pub seed: u64,
     pub faults: BTreeMap<String, usize>,
+    /// Per worker fault, how many hit their aim: a long attempt running on the
+    /// frozen or killed worker; a stop and its retry both accepted mid-failover.
+    /// A fault that hit nothing proves nothing.
+    pub hits: BTreeMap<String, usize>,
     pub jobs: usize,
     pub instances: usize,
     /// Fire times expected from the fixed-rate jobs (jobs x fire times).
@@ -163,7 +263,11 @@ impl Report {
             }
         };
         let mut s = String::new();
-        let _ = writeln!(s, "chaos summary: seed={} faults={:?}", self.seed, self.faults);
+        let _ = writeln!(
+            s,
+            "chaos summary: seed={} faults={:?} hits={:?}",
+            self.seed, self.faults, self.hits
+        );
         let _ = writeln!(
             s,
             "chaos summary: jobs={} instances={} fires_checked={} fires_ran={} skipped_fires={} bad_skips={} lost={} doubled={} diverged_nodes={}",
@@ -467,12 +571,17 @@ where
 /// Runs a chaos profile end to end and checks the invariants.
 pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<Report> {
     let opts = ClusterOptions {
-        server_args: ["--worker-timeout-ms", "3000", "--failover-grace-ms", "3000"]
-            .map(String::from)
-            .into_iter()
-            .chain(profile.server_args.iter().cloned())
-            .collect(),
+        server_args: [
+            "--worker-timeout-ms".to_owned(),
+            WORKER_TIMEOUT_MS.to_string(),
+            "--failover-grace-ms".to_owned(),
+            WORKER_TIMEOUT_MS.to_string(),
+        ]
+        .into_iter()
+        .chain(profile.server_args.iter().cloned())
+        .collect(),
         server_env: profile.server_env.clone(),
+        worker_env: profile.worker_env.clone(),
         log: "info".into(),
         ..ClusterOptions::default()
     };
@@ -481,8 +590,12 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
     let leader = c.wait_leader(Duration::from_secs(20)).await?;
     c.post_ok(leader, "/api/v1/apps", &json!({"name": "chaos", "secret": "s"}))
         .await?;
-    for w in ["w1", "w2"] {
-        c.spawn_worker(w, "chaos", "s", &["--max-concurrency", "64"])?;
+    let worker_args: Vec<&str> = ["--max-concurrency", "64"]
+        .into_iter()
+        .chain(profile.worker_args.iter().map(String::as_str))
+        .collect();
+    for w in WORKERS {
+        c.spawn_worker(w, "chaos", "s", &worker_args)?;
     }
     eventually(Duration::from_secs(20), "workers", || async {
         let l: WorkerList = c.get(leader, "/api/v1/workers").await.ok()?;
@@ -491,16 +604,30 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
     .await?;
 
     let faults = profile.schedule();
-    let run_ms = (faults.len() as i64 + 1) * profile.spacing.as_millis() as i64 + 1_000;
+    // Each fault's time: one spacing after the previous fault's, plus what that one
+    // takes itself (a freeze lasts longer than the spacing).
+    let spacing = profile.spacing.as_millis() as i64;
+    let mut offsets = Vec::with_capacity(faults.len());
+    let mut offset = 0;
+    let mut before = 0;
+    for f in &faults {
+        offset += spacing + before;
+        offsets.push(offset);
+        before = f.takes_ms();
+    }
+    let run_ms = offset + spacing + before + 1_000;
     let t0 = (epoch_ms() / 1000 + 3) * 1000;
     let t_end = t0 + run_ms;
-    let script = format!(
-        "echo \"$QRON_INSTANCE_ID $QRON_ATTEMPT $QRON_WORKER_ID start $(date +%s%3N)\" >> {j}; sleep 0.3; \
-         echo \"$QRON_INSTANCE_ID $QRON_ATTEMPT $QRON_WORKER_ID end $(date +%s%3N)\" >> {j}",
-        j = journal.display()
-    );
+    let journal_text = journal.display().to_string();
+    let short_script = journal_script(&journal_text, 0, SCRIPT_CLOCK);
+    let long_script = journal_script(&journal_text, LONG_JOB_TICKS, SCRIPT_CLOCK);
     let mut acked_jobs = Vec::new();
     for i in 0..profile.jobs {
+        let script = if i < profile.long_jobs {
+            &long_script
+        } else {
+            &short_script
+        };
         let job: JobView = serde_json::from_value(
             c.post_ok(
                 leader,
@@ -522,7 +649,7 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
             leader,
             "/api/v1/jobs",
             &json!({"app": "chaos", "name": "burst", "instance_retries": 3, "schedule": {"type": "api"},
-                    "processor": {"type": "shell", "script": script}}),
+                    "processor": {"type": "shell", "script": short_script}}),
         )
         .await?,
     )?;
@@ -534,14 +661,17 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
         ..Report::default()
     };
     let mut acked_runs: Vec<u64> = Vec::new();
-    let mut kills: Vec<i64> = Vec::new();
-    let mut outages: Vec<Outage> = Vec::new();
     let mut rng = SplitMix(profile.seed ^ 0xC0FFEE);
+    let mut injected = Injected {
+        journal: journal.clone(),
+        rng: SplitMix(profile.seed ^ 0xFA11),
+        ..Injected::default()
+    };
     tokio::time::sleep(Duration::from_millis((t0 - epoch_ms()).max(0) as u64)).await;
-    for (n, fault) in faults.iter().enumerate() {
+    for (fault, offset) in faults.iter().zip(offsets) {
         // Load until the fault's time: run-now bursts to random nodes.
         // Seeded jitter: faults land at every phase of the 1 s fire cycle (mid-dispatch too).
-        let at = t0 + (n as i64 + 1) * profile.spacing.as_millis() as i64 + (rng.next_u64() % 1000) as i64;
+        let at = t0 + offset + (rng.next_u64() % 1000) as i64;
         while epoch_ms() < at {
             for _ in 0..profile.burst {
                 let nodes = c.running();
@@ -566,10 +696,14 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
             tokio::time::sleep(Duration::from_millis(2_000.min((at - epoch_ms()).max(0) as u64))).await;
         }
         *report.faults.entry(format!("{fault:?}")).or_default() += 1;
-        inject(&mut c, *fault, &mut kills, &mut outages)
+        if inject(&mut c, *fault, &mut injected)
             .await
-            .with_context(|| format!("injecting {fault:?}"))?;
+            .with_context(|| format!("injecting {fault:?}"))?
+        {
+            *report.hits.entry(format!("{fault:?}")).or_default() += 1;
+        }
     }
+    let Injected { kills, outages, .. } = injected;
 
     // Heal: everything that is down comes back.
     for id in c.servers.keys().copied().collect::<Vec<_>>() {
@@ -615,16 +749,38 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
     Ok(report)
 }
 
-async fn inject(
-    c: &mut TestCluster,
-    fault: Fault,
-    kills: &mut Vec<i64>,
-    outages: &mut Vec<Outage>,
-) -> anyhow::Result<()> {
+/// What the fault injection keeps between faults.
+#[derive(Default)]
+struct Injected {
+    /// When each leader SIGKILL happened (for the failover figures).
+    kills: Vec<i64>,
+    /// Full-cluster outages (for the fire check's skip verdicts).
+    outages: Vec<Outage>,
+    /// The journal, to aim worker faults at long attempts.
+    journal: PathBuf,
+    /// Picks a worker when no long attempt runs.
+    rng: SplitMix,
+}
+
+impl Fault {
+    /// How long the fault itself lasts beyond what the spacing covers (the next
+    /// fault is put off by this much).
+    pub fn takes_ms(self) -> i64 {
+        match self {
+            Fault::FreezeWorkerTree => FREEZE_MS as i64 + 2_000,
+            Fault::StopDuringFailover => SLOW_FAILOVER_MS + 1_000,
+            _ => 0,
+        }
+    }
+}
+
+/// Injects one fault; true if it hit its aim (for the worker faults: a long
+/// attempt ran where it struck; a stop and a retry were accepted mid-failover).
+async fn inject(c: &mut TestCluster, fault: Fault, x: &mut Injected) -> anyhow::Result<bool> {
     match fault {
         Fault::KillLeader => {
             let l = c.wait_leader(Duration::from_secs(20)).await?;
-            kills.push(epoch_ms());
+            x.kills.push(epoch_ms());
             c.kill(l)?;
             c.wait_leader(Duration::from_secs(20)).await?;
             c.restart(l)?;
@@ -663,7 +819,7 @@ async fn inject(
         }
         Fault::KillAllServers => {
             let from_ms = epoch_ms();
-            kills.push(from_ms);
+            x.kills.push(from_ms);
             for id in c.running() {
                 c.kill(id)?;
             }
@@ -671,13 +827,208 @@ async fn inject(
                 c.restart(id)?;
             }
             c.wait_leader(Duration::from_secs(30)).await?;
-            outages.push(Outage {
+            x.outages.push(Outage {
                 from_ms,
                 to_ms: epoch_ms(),
             });
         }
+        Fault::FreezeWorkerTree => {
+            // Strike in the last 300 ms before a fire second: the workers then hold
+            // the next fires' dispatches (sent a fire horizon, 500 ms, ahead) for a
+            // later start, which a woken worker must not start (rule 11).
+            let phase = epoch_ms().rem_euclid(1_000);
+            let wait = if phase < FREEZE_PHASE_MS {
+                FREEZE_PHASE_MS - phase
+            } else {
+                1_000 + FREEZE_PHASE_MS - phase
+            };
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            let (name, aimed) = aim(x);
+            let pid = c
+                .worker(name)?
+                .pid()
+                .ok_or_else(|| anyhow::anyhow!("worker {name} is not running"))?;
+            let frozen = freeze_tree(pid);
+            let at = epoch_ms();
+            // The fault itself: frozen past the server's worker timeout.
+            tokio::time::sleep(Duration::from_millis(FREEZE_MS)).await;
+            thaw(&[pid]);
+            let woke = epoch_ms();
+            // The worker wakes first and ends what it must; then whatever it left
+            // frozen wakes too (a guard that failed shows up in the journal).
+            let rest = &frozen[1..];
+            let _ = eventually(
+                Duration::from_secs(3),
+                "the woken worker to end its frozen scripts",
+                || async { (!rest.iter().any(|p| process_alive(*p))).then_some(()) },
+            )
+            .await;
+            let left = rest.iter().filter(|p| process_alive(**p)).count();
+            thaw(rest);
+            eprintln!(
+                "chaos: froze {name} and {} processes below it at {at} (aimed: {aimed}); woke it at {woke}, \
+                 the rest {} ms later with {left} still alive",
+                rest.len(),
+                epoch_ms() - woke
+            );
+            return Ok(aimed);
+        }
+        Fault::KillWorkerOnly => {
+            let (name, aimed) = aim(x);
+            c.kill_worker_only(name)?;
+            c.respawn_worker(name)?;
+            return Ok(aimed);
+        }
+        Fault::StopDuringFailover => {
+            let target = match long_running(&read_journal(&x.journal), epoch_ms()).into_iter().next() {
+                Some((instance, span)) => Some((instance, span.worker)),
+                None => {
+                    let l = c.wait_leader(Duration::from_secs(20)).await?;
+                    let list: InstanceList = c.get(l, "/api/v1/instances?status=RUNNING&limit=1").await?;
+                    list.instances.into_iter().find_map(|i| Some((i.id, i.worker?)))
+                }
+            };
+            let l = c.wait_leader(Duration::from_secs(20)).await?;
+            // The worker that runs it is slow to fail over: its process pauses (its
+            // script runs on) for less than the worker timeout, so the new leader
+            // must wait for it rather than count it lost.
+            let paused = match &target {
+                Some((_, w)) => c.worker(w)?.pid(),
+                None => None,
+            };
+            if let Some(pid) = paused {
+                signal_all(&[pid], "STOP");
+            }
+            let killed_at = epoch_ms();
+            x.kills.push(killed_at);
+            let outcome = stop_and_retry(c, l, target.as_ref().map(|t| t.0)).await;
+            let resume_at = killed_at + SLOW_FAILOVER_MS;
+            tokio::time::sleep(Duration::from_millis((resume_at - epoch_ms()).max(0) as u64)).await;
+            if let Some(pid) = paused {
+                thaw(&[pid]);
+            }
+            let (stopped_at, retried_at) = outcome?;
+            eprintln!(
+                "chaos: killed leader {l} at {killed_at}; instance {:?} stopped at {stopped_at:?}, retried at \
+                 {retried_at:?}; its worker paused until {}",
+                target.as_ref().map(|t| t.0),
+                epoch_ms()
+            );
+            c.wait_leader(Duration::from_secs(20)).await?;
+            c.restart(l)?;
+            return Ok(retried_at.is_some());
+        }
     }
-    Ok(())
+    Ok(false)
+}
+
+/// The workers of a chaos run.
+const WORKERS: [&str; 2] = ["w1", "w2"];
+
+/// The worker to strike: the one running the long attempt that started last (the
+/// most of it is still to run), else one the seed picks. True if aimed.
+fn aim(x: &mut Injected) -> (&'static str, bool) {
+    let running = long_running(&read_journal(&x.journal), epoch_ms());
+    match running
+        .first()
+        .and_then(|(_, s)| WORKERS.iter().find(|w| **w == s.worker))
+    {
+        Some(w) => (w, true),
+        None => (WORKERS[(x.rng.next_u64() % WORKERS.len() as u64) as usize], false),
+    }
+}
+
+/// The long attempts running at `now_ms` by the journal (not ended, an `alive`
+/// line within three periods) with at least half of their run ahead: newest first.
+pub fn long_running(lines: &[JournalLine], now_ms: i64) -> Vec<(u64, Span)> {
+    let half_run = i64::from(LONG_JOB_TICKS) * ALIVE_EVERY_MS as i64 / 2;
+    let mut out: Vec<(u64, Span)> = spans(lines)
+        .into_iter()
+        .flat_map(|(i, spans)| spans.into_iter().map(move |s| (i, s)))
+        .filter(|(_, s)| {
+            s.alive_lines > 0
+                && !s.ended
+                && now_ms - s.to_ms <= 3 * ALIVE_EVERY_MS as i64
+                && now_ms - s.from_ms <= half_run
+        })
+        .collect();
+    out.sort_by_key(|(_, s)| std::cmp::Reverse(s.from_ms));
+    out
+}
+
+/// How long the worker of the instance a `StopDuringFailover` stops stays paused
+/// after the leader's SIGKILL: past the others' failover (about 1 s), short of
+/// the worker timeout.
+const SLOW_FAILOVER_MS: i64 = 2_000;
+
+/// Kills leader `l`, stops `instance` through a surviving node as soon as one
+/// accepts, then retries it: when each was accepted (`None`: refused, e.g. the
+/// instance had ended).
+async fn stop_and_retry(
+    c: &mut TestCluster,
+    l: u64,
+    instance: Option<u64>,
+) -> anyhow::Result<(Option<i64>, Option<i64>)> {
+    c.kill(l)?;
+    let Some(id) = instance else {
+        return Ok((None, None));
+    };
+    if !post_until_answered(c, &format!("/api/v1/instances/{id}/stop"), id, |s| s == "STOPPED").await? {
+        return Ok((None, None));
+    }
+    let stopped_at = Some(epoch_ms());
+    let retried = post_until_answered(c, &format!("/api/v1/instances/{id}/retry"), id, |s| s != "STOPPED").await?;
+    Ok((stopped_at, retried.then(epoch_ms)))
+}
+
+/// POSTs `path` (no body) to the running nodes in turn until one answers it:
+/// true if accepted (2xx), false if refused for good (409 or 404). A 409 after a
+/// try whose answer was lost may mean that try committed: then instance `id`'s
+/// status decides (`done`). Anything else (no leader yet, a forward to the dead
+/// leader) is tried again, for up to 20 s.
+async fn post_until_answered(
+    c: &TestCluster,
+    path: &str,
+    id: u64,
+    done: impl Fn(&str) -> bool,
+) -> anyhow::Result<bool> {
+    eventually(Duration::from_secs(20), path, || async {
+        for node in c.running() {
+            match c.send(node, reqwest::Method::POST, path, None::<&()>).await {
+                Ok((200..=299, _)) => return Some(true),
+                Ok((404 | 409, _)) => {
+                    let now: InstanceView = c.get(node, &format!("/api/v1/instances/{id}")).await.ok()?;
+                    return Some(done(&now.status));
+                }
+                _ => {}
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// Where a chaos run's processors get the time: milliseconds since the epoch.
+pub const SCRIPT_CLOCK: &str = "$(date +%s%3N)";
+
+/// The shell script of a journaled job: writes `instance attempt worker start ms`
+/// to `journal`, then (if `ticks` > 0) an `alive` line at once and every 200 ms,
+/// `ticks` in all, else sleeps 0.3 s; then `end`. `clock` is the shell
+/// expression of the time in milliseconds.
+pub fn journal_script(journal: &str, ticks: u32, clock: &str) -> String {
+    let say =
+        |event: &str| format!("echo \"$QRON_INSTANCE_ID $QRON_ATTEMPT $QRON_WORKER_ID {event} {clock}\" >> {journal}");
+    if ticks == 0 {
+        format!("{}; sleep 0.3; {}", say("start"), say("end"))
+    } else {
+        format!(
+            "{}; n=0; while [ $n -lt {ticks} ]; do {}; sleep {}; n=$((n+1)); done; {}",
+            say("start"),
+            say("alive"),
+            ALIVE_EVERY_MS as f64 / 1000.0,
+            say("end")
+        )
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -789,7 +1140,16 @@ mod tests {
         assert_eq!(a, Profile::bounded(7).schedule());
         assert_ne!(a, Profile::bounded(8).schedule());
         assert_eq!(a.iter().filter(|f| **f == Fault::KillLeader).count(), 10);
-        assert_eq!(a.len(), 15);
+        for worker_fault in [
+            Fault::FreezeWorkerTree,
+            Fault::KillWorkerOnly,
+            Fault::StopDuringFailover,
+        ] {
+            assert_eq!(a.iter().filter(|f| **f == worker_fault).count(), 1);
+        }
+        assert_eq!(a.len(), 18);
+        let only = Profile::only(7, Fault::KillWorkerOnly, 3).schedule();
+        assert_eq!(only, vec![Fault::KillWorkerOnly; 3]);
     }
 
     fn line(i: u64, a: u32, w: &str, e: &str, at: i64) -> JournalLine {
@@ -888,6 +1248,70 @@ mod tests {
             p.iter().any(|l| l.starts_with("instance 8: attempt 3 started at 300")),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn long_running_finds_the_newest_long_attempt_still_alive() {
+        let lines = [
+            // Short: no alive line.
+            line(1, 1, "w1", "start", 9_900),
+            // Long, still alive, started last: the aim.
+            line(2, 1, "w2", "start", 9_500),
+            line(2, 1, "w2", "alive", 9_900),
+            // Long, alive, older.
+            line(3, 1, "w1", "start", 9_000),
+            line(3, 1, "w1", "alive", 9_950),
+            // Long but ended.
+            line(4, 1, "w1", "start", 9_600),
+            line(4, 1, "w1", "alive", 9_600),
+            line(4, 1, "w1", "end", 9_700),
+            // Long, silent for a second: killed or frozen.
+            line(5, 1, "w1", "start", 8_900),
+            line(5, 1, "w1", "alive", 9_000),
+        ];
+        let found: Vec<(u64, String)> = long_running(&lines, 10_000)
+            .into_iter()
+            .map(|(i, s)| (i, s.worker))
+            .collect();
+        assert_eq!(found, vec![(2, "w2".to_owned()), (3, "w1".to_owned())]);
+    }
+
+    #[test]
+    fn the_journal_scripts_write_what_the_checker_reads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let journal = dir.path().join("journal");
+        let j = journal.display().to_string();
+        for (attempt, ticks) in [(1, 0), (2, 3)] {
+            let ok = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(journal_script(&j, ticks, SCRIPT_CLOCK))
+                .env("QRON_INSTANCE_ID", "9")
+                .env("QRON_ATTEMPT", attempt.to_string())
+                .env("QRON_WORKER_ID", "w1")
+                .status()
+                .expect("sh runs");
+            assert!(ok.success());
+        }
+        let lines = read_journal(&journal);
+        let events: Vec<(u32, &str)> = lines.iter().map(|l| (l.attempt, l.event.as_str())).collect();
+        assert_eq!(
+            events,
+            [
+                (1, "start"),
+                (1, "end"),
+                (2, "start"),
+                (2, "alive"),
+                (2, "alive"),
+                (2, "alive"),
+                (2, "end")
+            ]
+        );
+        let s = &spans(&lines)[&9];
+        assert!(s
+            .iter()
+            .all(|s| s.ended && s.from_ms > 1_000_000_000_000 && s.to_ms >= s.from_ms));
+        assert!(s[1].to_ms - s[1].from_ms >= 3 * ALIVE_EVERY_MS as i64, "{s:?}");
+        assert_eq!(check_journal(&lines), (0, vec![]));
     }
 
     const T0: i64 = 1_000_000;

@@ -95,6 +95,9 @@ pub struct ClusterOptions {
     pub server_args: Vec<String>,
     /// More environment variables for every server.
     pub server_env: Vec<(String, String)>,
+    /// More environment variables for every worker (e.g. the one that allows a
+    /// worker's hidden test modes).
+    pub worker_env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -106,6 +109,7 @@ impl Default for ClusterOptions {
             log: "info".into(),
             server_args: Vec::new(),
             server_env: Vec::new(),
+            worker_env: Vec::new(),
         }
     }
 }
@@ -374,6 +378,7 @@ impl TestCluster {
             // Each cluster's workers keep their state dirs (locked, one live worker
             // each) under the cluster's own directory, so parallel tests never share one.
             .env("QRON_WORKER_STATE_BASE", self.dir().join("worker-state"))
+            .envs(self.opts.worker_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(self.dir())
             .process_group(0)
             .stdin(Stdio::null())
@@ -418,6 +423,17 @@ impl TestCluster {
             for pid in tree {
                 let _ = signal(pid, "KILL");
             }
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL a worker's own process only, and reap it: what it runs is left to
+    /// its guards (a script whose worker does not guard it lives on).
+    pub fn kill_worker_only(&mut self, name: &str) -> anyhow::Result<()> {
+        let w = self.worker(name)?;
+        if let Some(mut child) = w.child.take() {
+            child.kill()?;
             child.wait()?;
         }
         Ok(())
@@ -612,6 +628,53 @@ pub fn descendants(root: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// SIGSTOP `root` and every process below it, as a paused VM or container
+/// freezes them: `root` first (so it starts nothing new), then its descendants
+/// until a pass finds no new one (a script may fork between two passes). Returns
+/// the frozen pids, `root` first.
+pub fn freeze_tree(root: u32) -> Vec<u32> {
+    signal_all(&[root], "STOP");
+    let mut frozen = vec![root];
+    for _ in 0..20 {
+        let new: Vec<u32> = descendants(root).into_iter().filter(|p| !frozen.contains(p)).collect();
+        if new.is_empty() {
+            break;
+        }
+        signal_all(&new, "STOP");
+        frozen.extend(new);
+    }
+    frozen
+}
+
+/// SIGCONT each of `pids` (those gone meanwhile are skipped).
+pub fn thaw(pids: &[u32]) {
+    signal_all(pids, "CONT");
+}
+
+/// Whether process `pid` exists and is not a zombie (a process killed while
+/// stopped stays a zombie until its parent reaps it: it runs no more).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// One `kill -SIG` for all of `pids`; those that are gone are ignored.
+pub fn signal_all(pids: &[u32], sig: &str) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .args(pids.iter().map(u32::to_string))
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn signal_group(pgid: u32, sig: &str) -> anyhow::Result<()> {

@@ -12,9 +12,11 @@ use qron_chaos_tests::chaos::{run, Profile};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Which {
-    /// 10 leader kills, 2 pauses, a follower, a worker and a full restart (CI).
+    /// 10 leader kills, 2 pauses, a follower, a worker and a full restart, one
+    /// each of the worker faults (tree freeze, worker-only kill, stop during failover) (CI).
     Bounded,
-    /// 100 leader kills, 10 pauses, 10 follower and worker kills, 3 full restarts.
+    /// 100 leader kills, 10 pauses, 10 follower and worker kills, 3 full restarts,
+    /// 10 of each worker fault.
     Long,
 }
 
