@@ -1,16 +1,27 @@
 //! The bounded chaos profile (CI): 10 leader kills, 2 leader pauses, a follower
-//! kill, a worker kill and a kill of every server, under fixed-rate and run-now
-//! load; then the invariant checker must find nothing. And the checker's own
-//! test: a deliberately broken server (dispatch sent before its assignment is
-//! committed) must make it fail.
+//! kill, a worker kill, a kill of every server, a frozen worker tree, a worker
+//! killed alone and a stop during a failover, under fixed-rate and run-now
+//! load; then the invariant checker must find nothing.
+//!
+//! And the checker's own tests: a deliberately broken server (dispatch sent
+//! before its assignment is committed) must make it fail; and for each of the
+//! three worker-side guards of rule 11 (docs/rules.md), a short run of the one
+//! fault it answers must fail with the guard switched off (a hidden test flag)
+//! and pass with it on. `QRON_CHAOS_PROFILE=long` runs those pairs with more
+//! faults each (too slow for CI).
 
-use qron_chaos_tests::chaos::{run, Profile, MIN_RAN_PERCENT};
+use qron_chaos_tests::chaos::{run, Fault, Profile, Report, MIN_RAN_PERCENT};
 
 fn seed() -> u64 {
     std::env::var("QRON_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20261125)
+}
+
+/// `QRON_CHAOS_PROFILE=long`: the heavier variants a person runs by hand.
+fn long_profile() -> bool {
+    std::env::var("QRON_CHAOS_PROFILE").is_ok_and(|p| p == "long")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,13 +59,10 @@ async fn bounded_chaos_profile_keeps_every_invariant() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_fails_on_a_server_that_dispatches_before_commit() -> anyhow::Result<()> {
     // A short profile is enough: the broken server doubles attempts without any fault.
-    let mut profile = Profile::bounded(seed());
-    profile.leader_kills = 1;
-    profile.pauses = 0;
-    profile.follower_kills = 0;
-    profile.worker_kills = 0;
-    profile.full_restarts = 0;
+    let mut profile = Profile::only(seed(), Fault::KillLeader, 1);
     profile.jobs = 3;
+    profile.long_jobs = 0;
+    profile.burst = 5;
     profile.server_args = vec!["--unsafe-test-dispatch-before-commit".into()];
     profile.server_env = vec![("QRON_ALLOW_UNSAFE_TEST_MODES".into(), "1".into())];
     let report = run(&profile, None).await?;
@@ -62,4 +70,106 @@ async fn the_checker_fails_on_a_server_that_dispatches_before_commit() -> anyhow
     assert!(!report.ok(), "the checker did not notice a broken dispatcher");
     assert!(report.doubled > 0, "expected doubled attempts:\n{}", report.summary());
     Ok(())
+}
+
+/// Which guard of rule 11 a pair of runs switches off, and the one fault it answers.
+#[derive(Clone, Copy)]
+enum Guard {
+    /// The worker lease (`qron-worker --unsafe-test-no-lease`).
+    Lease,
+    /// Scripts die with their worker (`qron-worker --unsafe-test-orphan-scripts`).
+    ScriptsDieWithWorker,
+    /// Stops are confirmed before a retry (`qron-server --unsafe-test-unconfirmed-stops`).
+    ConfirmedStops,
+}
+
+impl Guard {
+    fn fault(self) -> Fault {
+        match self {
+            Guard::Lease => Fault::FreezeWorkerTree,
+            Guard::ScriptsDieWithWorker => Fault::KillWorkerOnly,
+            Guard::ConfirmedStops => Fault::StopDuringFailover,
+        }
+    }
+
+    /// The short run of its fault alone: 2 faults in CI, 8 in the long profile.
+    /// `on: false` switches the guard off; the runs are otherwise the same (the
+    /// environment that allows test modes is set in both).
+    fn profile(self, on: bool) -> Profile {
+        let n = if long_profile() { 8 } else { 2 };
+        let mut p = Profile::only(seed(), self.fault(), n);
+        let allow = vec![("QRON_ALLOW_UNSAFE_TEST_MODES".to_owned(), "1".to_owned())];
+        p.server_env = allow.clone();
+        p.worker_env = allow;
+        if !on {
+            match self {
+                Guard::Lease => p.worker_args = vec!["--unsafe-test-no-lease".into()],
+                Guard::ScriptsDieWithWorker => p.worker_args = vec!["--unsafe-test-orphan-scripts".into()],
+                Guard::ConfirmedStops => p.server_args = vec!["--unsafe-test-unconfirmed-stops".into()],
+            }
+        }
+        p
+    }
+}
+
+/// The fault with its guard switched off: the checker must find two attempts of
+/// one instance at once.
+async fn fails_without(guard: Guard) -> anyhow::Result<Report> {
+    let profile = guard.profile(false);
+    let report = run(&profile, None).await?;
+    eprintln!("guard OFF:\n{}", report.summary());
+    assert!(
+        report.doubled > 0 && report.problems.iter().any(|p| p.contains("while attempt")),
+        "the checker did not see two attempts at once with the guard off:\n{}",
+        report.summary()
+    );
+    Ok(report)
+}
+
+/// The same run with the guard on: every invariant holds, and the fault struck
+/// what it aims at (else the pass proves nothing).
+async fn passes_with(guard: Guard) -> anyhow::Result<Report> {
+    let profile = guard.profile(true);
+    let keep = std::env::temp_dir().join(format!("qron-chaos-failure-{:?}-{}", guard.fault(), profile.seed));
+    let report = run(&profile, Some(&keep)).await?;
+    eprintln!("guard ON:\n{}", report.summary());
+    assert!(
+        report.ok(),
+        "invariants broken with the guard on (logs in {}):\n{}",
+        keep.display(),
+        report.summary()
+    );
+    let hits = report.hits.get(&format!("{:?}", guard.fault())).copied().unwrap_or(0);
+    assert!(hits > 0, "the fault never struck its aim:\n{}", report.summary());
+    Ok(report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_fails_on_a_frozen_worker_tree_without_the_lease() -> anyhow::Result<()> {
+    fails_without(Guard::Lease).await.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_tree_runs_nothing_twice_with_the_lease() -> anyhow::Result<()> {
+    passes_with(Guard::Lease).await.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_fails_on_scripts_that_outlive_their_killed_worker() -> anyhow::Result<()> {
+    fails_without(Guard::ScriptsDieWithWorker).await.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_alone_runs_nothing_twice_when_its_scripts_die_with_it() -> anyhow::Result<()> {
+    passes_with(Guard::ScriptsDieWithWorker).await.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_fails_on_a_retry_that_does_not_wait_for_the_stop() -> anyhow::Result<()> {
+    fails_without(Guard::ConfirmedStops).await.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_failover_then_retry_runs_nothing_twice_with_confirmed_stops() -> anyhow::Result<()> {
+    passes_with(Guard::ConfirmedStops).await.map(drop)
 }
