@@ -201,6 +201,38 @@ async fn bad_requests_get_json_errors_and_change_nothing() -> anyhow::Result<()>
             }),
             404,
         ),
+        // Accepted and ignored is a defect: what is not built is refused (rule 13).
+        (
+            Method::POST,
+            "/api/v1/jobs",
+            Some({
+                let mut j = job("map-reduce");
+                j["execution"] = json!("map_reduce");
+                j
+            }),
+            400,
+        ),
+        (
+            Method::POST,
+            "/api/v1/jobs",
+            Some({
+                let mut j = job("alarmed");
+                j["alarm"] = json!({"webhook_url": "http://127.0.0.1:9/hook"});
+                j
+            }),
+            400,
+        ),
+        // A lifecycle near chrono's last date once made every leader's wheel panic.
+        (
+            Method::POST,
+            "/api/v1/jobs",
+            Some({
+                let mut j = job("far-future");
+                j["lifecycle"] = json!({"not_before_ms": 8_210_298_412_799_999i64});
+                j
+            }),
+            400,
+        ),
         (Method::GET, "/api/v1/jobs/12345", None, 404),
         (Method::GET, "/api/v1/jobs/not-a-number", None, 400),
         (Method::PUT, "/api/v1/jobs/12345", Some(job("ghost")), 404),

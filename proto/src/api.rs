@@ -292,7 +292,8 @@ pub enum NoWorkerPolicy {
     /// Fail the instance at once with a reason.
     #[default]
     Fail,
-    /// Keep it waiting until a worker appears (or its timeout passes).
+    /// Keep it waiting until a worker appears, however long that takes (cancel
+    /// it to give up; `instance_timeout_ms` counts from the start on a worker).
     Wait,
 }
 

@@ -6,7 +6,7 @@
 
 use std::str::FromStr;
 
-use qron_proto::api::{DailyWindow, JobSpec, Lifecycle, Processor, Schedule};
+use qron_proto::api::{DailyWindow, ExecutionType, JobSpec, Lifecycle, Processor, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::types::JobId;
@@ -17,6 +17,10 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_TEXT_LEN: usize = 64 * 1024;
 /// Smallest fixed-rate interval: below this a job is a busy loop, not a schedule.
 pub const MIN_FIXED_RATE_MS: u64 = 100;
+/// Latest instant a job may name, and longest interval or delay: the end of
+/// 9999-12-31 UTC, the last day RFC 3339 and the time-zone table cover. The
+/// schedule's arithmetic stays far from `i64` and chrono's limits below it.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 /// An application: a namespace of jobs and the secret its workers present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +97,8 @@ pub fn parse_time_zone(name: &str) -> Result<chrono_tz::Tz, String> {
         .map_err(|_| format!("unknown time zone {name:?}: use an IANA name such as Europe/Paris"))
 }
 
-fn parse_hms(text: &str) -> Result<u32, String> {
+/// Seconds after midnight of `HH:MM` or `HH:MM:SS`.
+pub(crate) fn parse_hms(text: &str) -> Result<u32, String> {
     let parts: Vec<&str> = text.split(':').collect();
     let bad = || format!("bad time of day {text:?}: use HH:MM or HH:MM:SS");
     if !(2..=3).contains(&parts.len()) {
@@ -133,26 +138,59 @@ fn validate_schedule(s: &Schedule) -> Result<(), String> {
             parse_time_zone(time_zone)?;
             Ok(())
         }
-        Schedule::FixedRate { interval_ms, .. } => {
+        Schedule::FixedRate {
+            interval_ms,
+            start_at_ms,
+        } => {
             if *interval_ms < MIN_FIXED_RATE_MS {
-                Err(format!(
+                return Err(format!(
                     "fixed_rate interval_ms must be at least {MIN_FIXED_RATE_MS}, got {interval_ms}"
-                ))
-            } else {
-                Ok(())
+                ));
             }
+            check_span("fixed_rate interval_ms", *interval_ms)?;
+            if let Some(t) = start_at_ms {
+                check_instant("fixed_rate start_at_ms", *t)?;
+            }
+            Ok(())
         }
         Schedule::FixedDelay { delay_ms } => {
             if *delay_ms == 0 {
-                Err("fixed_delay delay_ms must be at least 1".into())
-            } else {
-                Ok(())
+                return Err("fixed_delay delay_ms must be at least 1".into());
             }
+            check_span("fixed_delay delay_ms", *delay_ms)
         }
     }
 }
 
+/// An instant a job names: from 1970-01-01 to the end of 9999 (milliseconds since the epoch).
+fn check_instant(field: &str, ms: i64) -> Result<(), String> {
+    if (0..=MAX_TIME_MS).contains(&ms) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} ({ms}) is out of range: use milliseconds since 1970-01-01 UTC, at most {MAX_TIME_MS} (9999-12-31)"
+        ))
+    }
+}
+
+/// A length of time a job names: at most [`MAX_TIME_MS`].
+fn check_span(field: &str, ms: u64) -> Result<(), String> {
+    if ms <= MAX_TIME_MS as u64 {
+        Ok(())
+    } else {
+        Err(format!("{field} ({ms}) is out of range: at most {MAX_TIME_MS} ms"))
+    }
+}
+
 fn validate_lifecycle(l: &Lifecycle) -> Result<(), String> {
+    for (field, t) in [
+        ("lifecycle not_before_ms", l.not_before_ms),
+        ("lifecycle not_after_ms", l.not_after_ms),
+    ] {
+        if let Some(t) = t {
+            check_instant(field, t)?;
+        }
+    }
     match (l.not_before_ms, l.not_after_ms) {
         (Some(a), Some(b)) if a >= b => Err(format!(
             "lifecycle not_before_ms ({a}) must be earlier than not_after_ms ({b})"
@@ -231,10 +269,64 @@ pub fn validate_job(spec: &JobSpec) -> Result<(), String> {
             b.initial_ms, b.max_ms
         ));
     }
+    check_span("retry_backoff max_ms", b.max_ms)?;
+    check_span("instance_timeout_ms", spec.instance_timeout_ms)?;
     if let Some(url) = &spec.alarm.webhook_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(format!("alarm webhook_url {url:?} must start with http:// or https://"));
         }
+    }
+    Ok(())
+}
+
+/// Refuses what a job spec may say but qron does not do yet (rule 13 of
+/// docs/rules.md: a field is honoured or refused, never accepted and ignored).
+///
+/// The API runs this before proposing; `apply` does not, on purpose: these
+/// features arrive in later versions, and a log written then must replay the
+/// same on every node, whichever version wrote it. Names the field and says
+/// what to do instead.
+pub fn refuse_unbuilt(spec: &JobSpec) -> Result<(), String> {
+    let not_yet = |what: &str, instead: &str| Err(format!("{what} is not supported yet; {instead}"));
+    if spec.execution != ExecutionType::Standalone {
+        let name = serde_json::to_value(spec.execution)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return not_yet(
+            &format!("execution {name:?}"),
+            "use \"standalone\" (one worker runs each instance)",
+        );
+    }
+    if matches!(spec.schedule, Schedule::Workflow) {
+        return not_yet(
+            "schedule type \"workflow\" (workflows)",
+            "use \"api\" for a job that only runs when asked",
+        );
+    }
+    if spec.concurrency != 1 {
+        return not_yet(
+            "concurrency (tasks of one instance per worker, for map/reduce)",
+            "leave it at 1",
+        );
+    }
+    if spec.task_retries != 0 {
+        return not_yet(
+            "task_retries (retries of map/reduce tasks)",
+            "leave it at 0; instance_retries retries a whole instance",
+        );
+    }
+    if spec.worker_filter.max_worker_count != 0 {
+        return not_yet(
+            "worker_filter.max_worker_count (for broadcast and map/reduce)",
+            "leave it at 0",
+        );
+    }
+    if spec.alarm.webhook_url.is_some() || !spec.alarm.emails.is_empty() {
+        return not_yet(
+            "alarm (webhook and email on failure)",
+            "leave alarm empty and watch for FAILED instances (qronctl instance list --status FAILED)",
+        );
     }
     Ok(())
 }
@@ -279,6 +371,88 @@ mod tests {
         ] {
             let err = validate_job(&spec(s)).expect_err(s);
             assert!(err.contains(needle), "{s}: {err}");
+        }
+    }
+
+    #[test]
+    fn refuses_times_out_of_range_with_the_field() {
+        let late = MAX_TIME_MS + 1;
+        for (s, needle) in [
+            (
+                format!(r#"{{"type":"fixed_rate","interval_ms":1000,"start_at_ms":{late}}}"#),
+                "fixed_rate start_at_ms",
+            ),
+            (
+                r#"{"type":"fixed_rate","interval_ms":1000,"start_at_ms":-1}"#.to_owned(),
+                "fixed_rate start_at_ms",
+            ),
+            (
+                format!(r#"{{"type":"fixed_rate","interval_ms":{}}}"#, u64::MAX),
+                "fixed_rate interval_ms",
+            ),
+            (
+                format!(r#"{{"type":"fixed_delay","delay_ms":{}}}"#, u64::MAX),
+                "fixed_delay delay_ms",
+            ),
+        ] {
+            let err = validate_job(&spec(&s)).expect_err(&s);
+            assert!(err.contains(needle) && err.contains("out of range"), "{s}: {err}");
+        }
+        // The lifecycle that made every leader's wheel panic (issue 10): near chrono's last date.
+        let mut j = spec(r#"{"type":"cron","expression":"* * * * * *"}"#);
+        j.lifecycle.not_before_ms = Some(8_210_298_412_799_999);
+        let err = validate_job(&j).unwrap_err();
+        assert!(
+            err.contains("lifecycle not_before_ms") && err.contains("out of range"),
+            "{err}"
+        );
+        let mut j = spec(r#"{"type":"api"}"#);
+        j.lifecycle.not_after_ms = Some(i64::MIN);
+        assert!(validate_job(&j).unwrap_err().contains("lifecycle not_after_ms"));
+        let mut j = spec(r#"{"type":"api"}"#);
+        j.retry_backoff.max_ms = u64::MAX;
+        assert!(validate_job(&j).unwrap_err().contains("retry_backoff max_ms"));
+        let mut j = spec(r#"{"type":"api"}"#);
+        j.instance_timeout_ms = u64::MAX;
+        assert!(validate_job(&j).unwrap_err().contains("instance_timeout_ms"));
+        // The bounds themselves are accepted.
+        let mut j = spec(&format!(
+            r#"{{"type":"fixed_rate","interval_ms":{MAX_TIME_MS},"start_at_ms":{MAX_TIME_MS}}}"#
+        ));
+        j.lifecycle.not_before_ms = Some(0);
+        j.lifecycle.not_after_ms = Some(MAX_TIME_MS);
+        validate_job(&j).expect("the range's ends are valid");
+    }
+
+    #[test]
+    fn refuses_what_is_not_built_naming_the_field() {
+        let base = spec(r#"{"type":"api"}"#);
+        refuse_unbuilt(&base).expect("a plain standalone job is built");
+        type Change = fn(&mut JobSpec);
+        let cases: Vec<(Change, &str)> = vec![
+            (|j| j.execution = ExecutionType::MapReduce, "execution \"map_reduce\""),
+            (|j| j.execution = ExecutionType::Broadcast, "execution \"broadcast\""),
+            (|j| j.execution = ExecutionType::Map, "execution \"map\""),
+            (|j| j.schedule = Schedule::Workflow, "workflow"),
+            (|j| j.concurrency = 4, "concurrency"),
+            (|j| j.task_retries = 2, "task_retries"),
+            (|j| j.worker_filter.max_worker_count = 3, "max_worker_count"),
+            (
+                |j| j.alarm.webhook_url = Some("http://example.com/hook".into()),
+                "alarm",
+            ),
+            (|j| j.alarm.emails = vec!["ops@example.com".into()], "alarm"),
+        ];
+        for (change, needle) in cases {
+            let mut j = base.clone();
+            change(&mut j);
+            let err = refuse_unbuilt(&j).expect_err(needle);
+            assert!(
+                err.contains(needle) && err.contains("not supported yet"),
+                "{needle}: {err}"
+            );
+            // apply still accepts it (see the function's doc): validation alone does not refuse it.
+            validate_job(&j).unwrap_or_else(|e| panic!("{needle}: validate_job refused: {e}"));
         }
     }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration as ChronoDuration, LocalResult, NaiveDateTime, T
 use chrono_tz::Tz;
 use qron_proto::api::{DailyWindow, JobSpec, Schedule};
 
-use crate::model::{parse_cron, parse_time_zone};
+use crate::model::{parse_cron, parse_hms, parse_time_zone};
 
 /// Searches give up after this many candidates (a window or lifecycle that never matches).
 const MAX_CANDIDATES: usize = 100_000;
@@ -60,15 +60,7 @@ fn hour_field(expression: &str) -> Option<&str> {
 }
 
 fn parse_window(w: &DailyWindow) -> Option<(u32, u32, Vec<u8>)> {
-    let secs = |t: &str| -> Option<u32> {
-        let p: Vec<u32> = t.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
-        match p.as_slice() {
-            [h, m] => Some(h * 3600 + m * 60),
-            [h, m, s] => Some(h * 3600 + m * 60 + s),
-            _ => None,
-        }
-    };
-    Some((secs(&w.start)?, secs(&w.end)?, w.weekdays.clone()))
+    Some((parse_hms(&w.start).ok()?, parse_hms(&w.end).ok()?, w.weekdays.clone()))
 }
 
 impl Plan {
@@ -186,7 +178,12 @@ impl Plan {
                 if after_ms < *start_ms {
                     return Some(*start_ms);
                 }
-                let k = (after_ms - start_ms) / interval_ms + 1;
+                // Checked throughout: a stored job may name any i64 (its validation
+                // bounds times, but the schedule must not panic on what it is handed).
+                let k = after_ms
+                    .checked_sub(*start_ms)?
+                    .checked_div(*interval_ms)?
+                    .checked_add(1)?;
                 start_ms.checked_add(k.checked_mul(*interval_ms)?)
             }
             Timer::Cron { cron, tz, hour_fixed } => cron_next(cron, tz, *hour_fixed, after_ms),
@@ -202,9 +199,10 @@ fn cron_next(cron: &croner::Cron, tz: &Tz, hour_fixed: bool, after_ms: i64) -> O
     // times *earlier* than `after`'s: start the naive search before it.
     let shift = ChronoDuration::hours(3);
     let offset = |t: DateTime<Utc>| t.with_timezone(tz).naive_local() - t.naive_utc();
-    let near_transition = offset(after - shift) != offset(after) || offset(after + shift) != offset(after);
+    let near_transition = offset(after.checked_sub_signed(shift)?) != offset(after)
+        || offset(after.checked_add_signed(shift)?) != offset(after);
     if near_transition {
-        naive -= shift;
+        naive = naive.checked_sub_signed(shift)?;
     }
     // croner counts "after" from whole seconds: step back to the second boundary.
     naive = naive.with_nanosecond(0)?;
@@ -234,7 +232,9 @@ fn cron_next(cron: &croner::Cron, tz: &Tz, hour_fixed: bool, after_ms: i64) -> O
                 return Some(t);
             }
             best = Some(best.map_or(t, |b| b.min(t)));
-            stop_at.get_or_insert(m + shift);
+            if stop_at.is_none() {
+                stop_at = Some(m.checked_add_signed(shift)?);
+            }
         }
         naive = m;
     }
@@ -253,7 +253,7 @@ fn first_after(candidates: &[DateTime<Tz>], after: DateTime<Utc>) -> Option<i64>
 fn gap_end(tz: &Tz, naive: NaiveDateTime) -> Option<DateTime<Tz>> {
     let mut t = naive;
     for _ in 0..(4 * 60) {
-        t += ChronoDuration::minutes(1);
+        t = t.checked_add_signed(ChronoDuration::minutes(1))?;
         // Round down to the minute boundary the gap ends on (gaps end on whole minutes).
         let probe = t.with_second(0)?;
         if let LocalResult::Single(dt) | LocalResult::Ambiguous(dt, _) = tz.from_local_datetime(&probe) {

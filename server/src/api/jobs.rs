@@ -32,8 +32,11 @@ fn job_reply(reply: Reply) -> Result<Json<JobView>, ApiError> {
     }
 }
 
+/// What `apply` checks, plus the refusal of features not built yet (API only:
+/// see `refuse_unbuilt`'s doc for why apply does not run it).
 fn check(spec: &JobSpec) -> Result<(), ApiError> {
-    qron_raft_store::model::validate_job(spec).map_err(ApiError::BadRequest)
+    qron_raft_store::model::validate_job(spec).map_err(ApiError::BadRequest)?;
+    qron_raft_store::model::refuse_unbuilt(spec).map_err(ApiError::BadRequest)
 }
 
 /// `POST /api/v1/jobs`.
