@@ -3,7 +3,8 @@
 //! retried on the other worker, the late report of attempt 1 changing nothing);
 //! the leader SIGKILLed with 50 instances in flight (all end, none run twice,
 //! workers reconnect without restarting, logs survive); bad registrations and
-//! malformed stream messages refused without harm.
+//! malformed stream messages refused without harm; a follower that was down
+//! while instances wrote megabytes of log catches up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -469,5 +470,50 @@ async fn bad_registrations_and_malformed_messages_are_refused_and_change_nothing
         },
     )
     .await?;
+    Ok(())
+}
+
+/// Entries are batches, and openraft bounds an AppendEntries by its count of
+/// entries only: after heavy log output a lagging follower was sent more than
+/// a gRPC message holds, in a call that could not finish within its time to
+/// live, again and again, and never caught up (issue 10). The network now
+/// splits an AppendEntries past 1 MiB and the report batches stay small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_down_during_heavy_log_output_catches_up() -> anyhow::Result<()> {
+    let (mut c, leader) = cluster_with_workers(&[]).await?;
+    let follower = c.running().into_iter().find(|id| *id != leader).expect("a follower");
+    c.kill(follower)?;
+    // 2 x 10 MB of output, in 1,000-byte lines, while the follower is down.
+    let job = create_job(
+        &c,
+        leader,
+        "loud",
+        "head -c 10000000 /dev/zero | tr '\\0' x | fold -w 999",
+        json!({}),
+    )
+    .await?;
+    let a = run(&c, leader, job).await?;
+    let b = run(&c, leader, job).await?;
+    for id in [a, b] {
+        let i = wait_status(&c, id, "SUCCEEDED", Duration::from_secs(120)).await;
+        if let Err(e) = i {
+            panic!("{e}\n{}", c.log_tails(30));
+        }
+    }
+    c.restart(follower)?;
+    let converged = c.wait_converged(Duration::from_secs(60)).await;
+    assert!(
+        converged.is_ok(),
+        "the follower caught up after the heavy output: {converged:?}\n{}",
+        c.log_tails(30)
+    );
+    // And it serves the log as the leader does.
+    let path = format!("/api/v1/instances/{a}/logs?offset=0&stale=true");
+    let theirs: InstanceLogView = c.get(follower, &path).await?;
+    let ours: InstanceLogView = c.get(leader, &path).await?;
+    assert!(
+        !ours.data.is_empty() && theirs == ours,
+        "the follower serves the leader's log"
+    );
     Ok(())
 }

@@ -10,6 +10,11 @@ pub mod api;
 /// The worker protocol (`qron.worker.v1`): discovery and the worker stream.
 pub mod worker {
     tonic::include_proto!("qron.worker.v1");
+
+    /// Largest `LogBatch.data` a server accepts: a bigger one is a malformed
+    /// message. Each batch becomes part of a Raft entry, and entries must stay
+    /// small enough to replicate within a heartbeat (docs/rules.md, rule 7).
+    pub const MAX_LOG_BATCH_BYTES: usize = 256 * 1024;
 }
 
 /// Raft RPCs between server nodes (`qron.raft.v1`).

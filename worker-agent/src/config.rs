@@ -129,8 +129,12 @@ impl AgentConfig {
         if self.backoff_max < self.backoff_initial {
             return bad("backoff_max: must not be shorter than backoff_initial".into());
         }
-        if self.log_batch_max_bytes == 0 {
-            return bad("log_batch_max_bytes: must be greater than zero".into());
+        if self.log_batch_max_bytes == 0 || self.log_batch_max_bytes > qron_proto::worker::MAX_LOG_BATCH_BYTES {
+            return bad(format!(
+                "log_batch_max_bytes: must be between 1 and {} (the servers' limit), got {}",
+                qron_proto::worker::MAX_LOG_BATCH_BYTES,
+                self.log_batch_max_bytes
+            ));
         }
         Ok(())
     }

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use qron_proto::worker::{
     server_message, worker_message, Ack, InstanceStatus as WireStatus, LeaderId, Pong, RefusedCode, Register,
-    Registered, WorkerMessage,
+    Registered, WorkerMessage, MAX_LOG_BATCH_BYTES,
 };
+use qron_raft_store::instance::{bounded, MAX_RESULT_LEN};
 use qron_raft_store::{Attempt, Command, InstanceId, InstanceStatus, WorkerId};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
@@ -29,7 +30,7 @@ use super::Dispatch;
 use crate::clock::now_ms;
 use crate::context::{leadership_lost, Context};
 use crate::discovery;
-use crate::raft::propose_batch;
+use crate::raft::{propose_batch, MAX_REPORT_BATCH_BYTES};
 
 /// A worker must register within this long after opening its stream.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -244,7 +245,7 @@ impl Session {
                             let release = Command::Release {
                                 instance: InstanceId(r.instance_id),
                                 attempt: Attempt(r.attempt),
-                                reason: r.result,
+                                reason: bounded(&r.result, MAX_RESULT_LEN),
                                 now_ms: now_ms(),
                             };
                             if rep_tx.send((r.seq, release)).await.is_err() {
@@ -265,7 +266,8 @@ impl Session {
                             instance: InstanceId(r.instance_id),
                             attempt: Attempt(r.attempt),
                             status,
-                            result: r.result,
+                            // apply keeps this much; the log entry need not carry more.
+                            result: bounded(&r.result, MAX_RESULT_LEN),
                             exit_code: r.exit_code,
                             at_ms: r.at_ms,
                             now_ms: now_ms(),
@@ -273,6 +275,13 @@ impl Session {
                     ))
                 }
                 Some(worker_message::Msg::Logs(b)) => {
+                    if b.data.len() > MAX_LOG_BATCH_BYTES {
+                        break End::Malformed(Status::invalid_argument(format!(
+                            "log batch {} carries {} bytes: at most {MAX_LOG_BATCH_BYTES} per batch",
+                            b.seq,
+                            b.data.len()
+                        )));
+                    }
                     self.d.registry.touch(worker_id, conn);
                     Some((
                         b.seq,
@@ -324,6 +333,16 @@ fn wire_attempt(r: &qron_proto::worker::InstanceAttempt) -> (InstanceId, Attempt
     (InstanceId(r.instance_id), Attempt(r.attempt))
 }
 
+/// The bytes a report carries that can be large (log data, result text).
+fn payload_bytes(c: &Command) -> usize {
+    match c {
+        Command::AppendLog { data, .. } => data.len(),
+        Command::Report { result, .. } => result.len(),
+        Command::Release { reason, .. } => reason.len(),
+        _ => 0,
+    }
+}
+
 /// Proposes a stream's reports in order, a batch at a time, and acks each batch
 /// once committed. A failed proposal ends the stream: the worker reconnects and
 /// re-sends what was not acked.
@@ -335,10 +354,14 @@ async fn report_pipeline(
     worker_id: WorkerId,
 ) {
     while let Some(first) = rx.recv().await {
+        let mut bytes = payload_bytes(&first.1);
         let mut batch = vec![first];
-        while batch.len() < MAX_REPORT_BATCH {
+        while batch.len() < MAX_REPORT_BATCH && bytes < MAX_REPORT_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(x) => batch.push(x),
+                Ok(x) => {
+                    bytes += payload_bytes(&x.1);
+                    batch.push(x);
+                }
                 Err(_) => break,
             }
         }

@@ -17,6 +17,15 @@ pub mod service;
 /// Largest gRPC message accepted or sent: a batch of log entries or one snapshot chunk.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// An AppendEntries carries at most this many bytes of encoded entries (more
+/// than one entry); a single entry is bounded where it is proposed (a report
+/// batch by [`MAX_REPORT_BATCH_BYTES`], an API write by the request limits).
+pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
+
+/// A batch of worker reports proposed as one entry stops growing past this many
+/// bytes of payload (log data and results).
+pub const MAX_REPORT_BATCH_BYTES: usize = 256 * 1024;
+
 /// Marks an HTTP request a follower forwarded to the leader, so it is never forwarded again.
 pub const FORWARDED_HEADER: &str = "x-qron-forwarded";
 

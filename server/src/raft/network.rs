@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -17,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-use super::MAX_MESSAGE_BYTES;
+use super::{MAX_APPEND_BYTES, MAX_MESSAGE_BYTES};
 use crate::peers::Peers;
 
 /// Makes a [`PeerClient`] per target node.
@@ -90,10 +92,29 @@ enum Rpc {
     Snapshot,
 }
 
+fn encode<Req: Serialize, E>(req: &Req) -> Result<Vec<u8>, RpcErr<E>>
+where
+    E: std::error::Error,
+{
+    serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+}
+
+/// How many of `entries`, from the first, fit in `budget` bytes once encoded;
+/// at least one (a single entry is bounded where it is proposed).
+pub fn entries_that_fit<T: Serialize>(entries: &[T], budget: usize) -> usize {
+    let mut used = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        used = used.saturating_add(serde_json::to_vec(e).map_or(usize::MAX, |v| v.len()));
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    entries.len().max(1)
+}
+
 impl PeerClient {
-    async fn call<Req, Resp, E>(&mut self, rpc: Rpc, req: &Req, option: &RPCOption) -> Result<Resp, RpcErr<E>>
+    async fn call<Resp, E>(&mut self, rpc: Rpc, data: Vec<u8>, option: &RPCOption) -> Result<Resp, RpcErr<E>>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
@@ -101,7 +122,6 @@ impl PeerClient {
             Ok(c) => c.clone(),
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Msg(e.clone())))),
         };
-        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let payload = RaftPayload { data };
         let mut client = client;
         let fut = async move {
@@ -132,7 +152,23 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        self.call(Rpc::Append, &req, &option).await
+        let data = encode(&req)?;
+        // openraft counts entries, not bytes (`max_payload_entries`), and our entries
+        // are batches: a lagging follower would be sent tens of MiB in one call that
+        // cannot finish within its time-to-live, again and again. Past the budget,
+        // tell openraft how many entries fit; it sends that many and goes on.
+        if data.len() > MAX_APPEND_BYTES && req.entries.len() > 1 {
+            let fit = entries_that_fit(&req.entries, MAX_APPEND_BYTES);
+            tracing::debug!(
+                target = self.target,
+                entries = req.entries.len(),
+                bytes = data.len(),
+                fit,
+                "append-entries too large; splitting"
+            );
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit as u64)));
+        }
+        self.call(Rpc::Append, data, &option).await
     }
 
     async fn install_snapshot(
@@ -140,7 +176,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         req: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        self.call(Rpc::Snapshot, &req, &option).await
+        self.call(Rpc::Snapshot, encode(&req)?, &option).await
     }
 
     async fn vote(
@@ -148,6 +184,23 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         req: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        self.call(Rpc::Vote, &req, &option).await
+        self.call(Rpc::Vote, encode(&req)?, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entries_that_fit;
+
+    #[test]
+    fn entries_that_fit_counts_from_the_first_and_is_never_zero() {
+        let entries = vec!["x".repeat(400), "y".repeat(400), "z".repeat(400)];
+        // Each encodes to 402 bytes (JSON quotes).
+        assert_eq!(entries_that_fit(&entries, 10_000), 3);
+        assert_eq!(entries_that_fit(&entries, 804), 2);
+        assert_eq!(entries_that_fit(&entries, 803), 1);
+        // One entry larger than the budget still goes alone.
+        assert_eq!(entries_that_fit(&entries, 10), 1);
+        assert_eq!(entries_that_fit::<String>(&[], 10), 1);
     }
 }
