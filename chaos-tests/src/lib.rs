@@ -98,6 +98,10 @@ pub struct ClusterOptions {
     /// More environment variables for every worker (e.g. the one that allows a
     /// worker's hidden test modes).
     pub worker_env: Vec<(String, String)>,
+    /// A disk that fills up: every server runs under `ulimit -f` of this many KiB
+    /// with SIGXFSZ ignored, so a write past it fails with EFBIG as a full disk's
+    /// would with ENOSPC.
+    pub file_size_limit_kib: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -110,6 +114,7 @@ impl Default for ClusterOptions {
             server_args: Vec::new(),
             server_env: Vec::new(),
             worker_env: Vec::new(),
+            file_size_limit_kib: None,
         }
     }
 }
@@ -248,7 +253,18 @@ impl TestCluster {
             .create(true)
             .append(true)
             .open(&s.log_path)?;
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match self.opts.file_size_limit_kib {
+            None => Command::new(&self.bin),
+            Some(kib) => {
+                // bash's `ulimit -f` counts KiB; the ignored signal and the limit are
+                // inherited through exec, so the server keeps this pid.
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("trap '' XFSZ; ulimit -f {kib} && exec \"$0\" \"$@\""))
+                    .arg(&self.bin);
+                c
+            }
+        };
         cmd.arg("--node-id")
             .arg(id.to_string())
             .arg("--http")

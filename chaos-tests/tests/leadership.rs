@@ -2,7 +2,8 @@
 //! scheduler that panics once is restarted and fires go on; one that fails
 //! twice within a minute stops the node with a non-zero exit and says why, so
 //! that no node stays leader while firing nothing. The failures are injected
-//! with the test-only `--unsafe-test-fail-scheduler N`.
+//! with the test-only `--unsafe-test-fail-scheduler N`. A node whose Raft
+//! stops on a fatal error (its disk refuses writes) exits non-zero too.
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
@@ -81,6 +82,55 @@ async fn a_scheduler_that_fails_twice_stops_the_node_with_a_nonzero_exit() -> an
     assert!(
         log.contains("failed twice within the window") && log.contains("injected scheduler failure"),
         "the log says which task failed and why:\n{log}"
+    );
+    Ok(())
+}
+
+/// A full disk is a fault a deployment meets: RocksDB's writes fail, openraft
+/// stops its core with a fatal storage error, and the node must exit non-zero
+/// (a supervisor restarts it) instead of exiting 0 or serving on as a zombie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_disk_refuses_writes_exits_nonzero() -> anyhow::Result<()> {
+    let mut c = TestCluster::start(
+        1,
+        ClusterOptions {
+            // Room for RocksDB to open and take a few writes, not for 4 MiB of them.
+            file_size_limit_kib: Some(2048),
+            ..ClusterOptions::default()
+        },
+    )?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    c.post_ok(leader, "/api/v1/apps", &json!({"name": "demo", "secret": "s"}))
+        .await?;
+    // Jobs with 60 KB descriptions until a write fails (a 5xx, or no answer: the node is going).
+    let description = "x".repeat(60 * 1024);
+    let mut created = 0;
+    for i in 0..200 {
+        let body = json!({
+            "app": "demo", "name": format!("big-{i}"), "description": description,
+            "schedule": {"type": "api"}, "processor": {"type": "shell", "script": "true"}
+        });
+        match c.send(leader, reqwest::Method::POST, "/api/v1/jobs", Some(&body)).await {
+            Ok((201, _)) => created += 1,
+            _ => break,
+        }
+    }
+    assert!(created > 0, "the node took writes before its disk filled up");
+    let status = c.wait_server_exit(leader, Duration::from_secs(30)).await;
+    let log = log_of(&c, leader);
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => panic!("{e} (after {created} jobs)\n{}", c.log_tails(40)),
+    };
+    assert!(
+        !status.success() && status.signal().is_none(),
+        "exits on its own with a failure status after a fatal storage error, got {status:?}\n{}",
+        c.log_tails(40)
+    );
+    assert!(
+        log.contains("fatal error"),
+        "the log says Raft stopped on a fatal error:\n{}",
+        c.log_tails(40)
     );
     Ok(())
 }

@@ -240,6 +240,13 @@ pub async fn run(
     let result = loop {
         let role = {
             let m = metrics.borrow_and_update();
+            // openraft stops its core on a fatal error (storage failure, a panic in the
+            // core) and keeps answering nothing: end the node, non-zero, so that its
+            // supervisor restarts it from its disk (docs/rules.md, rule 7).
+            if let Err(fatal) = &m.running_state {
+                tracing::error!(error = %fatal, "Raft stopped with a fatal error; stopping the node");
+                break Err(anyhow::anyhow!("Raft stopped with a fatal error: {fatal}"));
+            }
             let seen = (m.vote.leader_id, m.state, m.current_leader);
             if last_seen != Some(seen) {
                 tracing::info!(term = m.current_term, state = ?m.state, leader = ?m.current_leader, "raft role or leader changed");
@@ -268,7 +275,10 @@ pub async fn run(
         };
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            changed = metrics.changed() => if changed.is_err() { break Ok(()) },
+            changed = metrics.changed() => if changed.is_err() {
+                tracing::error!("Raft's metrics ended while the node runs: its core stopped; stopping the node");
+                break Err(anyhow::anyhow!("Raft's core stopped while the node was running"));
+            },
             r = failed => if let Err(e) = r { break Err(e) },
             _ = tokio::time::sleep(RECHECK) => {}
         }

@@ -186,7 +186,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let result = tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
         Some(r) = tasks.join_next() => match r {
-            Ok(Ok(())) => Ok(()),
+            // Every task runs until shutdown: one that ends before it is a failure.
+            Ok(Ok(())) if shutdown.is_cancelled() => Ok(()),
+            Ok(Ok(())) => Err(anyhow::anyhow!("a server task ended before shutdown")),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(anyhow::anyhow!("a server task panicked: {e}")),
         },
