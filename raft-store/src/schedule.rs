@@ -19,6 +19,16 @@ use crate::model::{parse_cron, parse_hms, parse_time_zone};
 /// Searches give up after this many candidates (a window or lifecycle that never matches).
 const MAX_CANDIDATES: usize = 100_000;
 
+/// Instants beyond this distance from the epoch are not converted to local
+/// time: chrono panics when a local time leaves its range (about year
+/// 262,000), and a stored job never comes near it (validation stops at year
+/// 9999, `MAX_TIME_MS`). Ten times that leaves room for offsets and shifts.
+const CALENDAR_LIMIT_MS: i64 = 10 * crate::model::MAX_TIME_MS;
+
+fn calendar_safe(ms: i64) -> bool {
+    (-CALENDAR_LIMIT_MS..=CALENDAR_LIMIT_MS).contains(&ms)
+}
+
 /// A parsed time expression, ready to compute fire times.
 #[derive(Debug, Clone)]
 pub enum Timer {
@@ -153,6 +163,9 @@ impl Plan {
         let Some((start, end, weekdays)) = &self.window else {
             return true;
         };
+        if !calendar_safe(t_ms) {
+            return false;
+        }
         let Some(utc) = DateTime::<Utc>::from_timestamp_millis(t_ms) else {
             return false;
         };
@@ -193,6 +206,9 @@ impl Plan {
 
 /// The next real instant after `after_ms` named by `cron` in `tz`, per the DST rules above.
 fn cron_next(cron: &croner::Cron, tz: &Tz, hour_fixed: bool, after_ms: i64) -> Option<i64> {
+    if !calendar_safe(after_ms) {
+        return None;
+    }
     let after = DateTime::<Utc>::from_timestamp_millis(after_ms)?;
     let mut naive = after.with_timezone(tz).naive_local();
     // Near a fall-back transition, the second pass of the repeated hour has naive
@@ -213,6 +229,9 @@ fn cron_next(cron: &croner::Cron, tz: &Tz, hour_fixed: bool, after_ms: i64) -> O
     for _ in 0..MAX_CANDIDATES {
         let carrier = Utc.from_utc_datetime(&naive);
         let m: NaiveDateTime = cron.find_next_occurrence(&carrier, false).ok()?.naive_utc();
+        if !calendar_safe(m.and_utc().timestamp_millis()) {
+            break;
+        }
         if stop_at.is_some_and(|s| m > s) {
             break;
         }

@@ -90,7 +90,7 @@ fn spec() -> impl Strategy<Value = JobSpec> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, max_global_rejects: 100_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
     fn the_schedule_never_panics(spec in spec(), created in any_ms(), after in any_ms()) {
@@ -102,6 +102,11 @@ proptest! {
             prop_assert!(fires.windows(2).all(|w| w[0] < w[1]), "fires not increasing: {fires:?}");
         }
     }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, max_global_rejects: 100_000, ..ProptestConfig::default() })]
 
     /// What validation accepts fires only inside the validated range: a stored
     /// job's fire times stay where chrono and i64 arithmetic are safe.
