@@ -305,9 +305,19 @@ impl Executor {
     /// The leader committed every report up to `seq`: forget the attempts whose final
     /// report is among them.
     pub(crate) fn on_ack(&self, seq: u64) {
-        lock(&self.inner.state)
+        let mut st = lock(&self.inner.state);
+        let done: Vec<AttemptKey> = st
             .held
-            .retain(|_, h| h.final_seq.is_none_or(|f| f > seq));
+            .iter()
+            .filter(|(_, h)| h.final_seq.is_some_and(|f| f <= seq))
+            .map(|(k, _)| *k)
+            .collect();
+        let now = std::time::Instant::now();
+        for k in done {
+            st.held.remove(&k);
+            // Rule 12: the fence forgets it once it can no longer be re-sent.
+            st.fence.finished(k, now);
+        }
     }
 
     /// Shuts the executor down: refuses new dispatches, gives queued instances back (RELEASED, no retry spent), lets the

@@ -1,11 +1,18 @@
 //! The fencing decisions of rule 4 (docs/rules.md), as a pure struct: which leader's orders
 //! this worker still obeys, and which `(instance_id, attempt)` it has already taken.
 //!
-//! This module owns the decision only. It never runs, spawns or sends anything, and it
-//! never forgets: an attempt accepted once is refused for the rest of the process's
-//! life, and the highest leader id only rises.
+//! This module owns the decision only. It never runs, spawns or sends anything. The
+//! highest leader id only rises. An accepted attempt is refused again for as long
+//! as it could be re-sent: while it is held, and for [`FORGET_AFTER`] after the
+//! leader acknowledged its final report (rule 12: bounded like the history, at
+//! most [`MAX_FINISHED`] finished attempts remembered). Forgetting then is safe: a
+//! committed final report makes the attempt terminal, so no leader whose id this
+//! worker has not already surpassed can dispatch it again (a later leader
+//! dispatches only the current attempt of an unfinished instance; an earlier one
+//! is refused as stale, since the ack came from a leader at least as high).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use qron_proto::worker::LeaderId;
 
@@ -51,13 +58,21 @@ pub(crate) enum Admission {
     Duplicate,
 }
 
+/// How long an attempt is still refused after its final report was acknowledged.
+pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Finished attempts remembered at most (the oldest are forgotten first).
+pub(crate) const MAX_FINISHED: usize = 100_000;
+
 /// The fencing state of one worker process.
 #[derive(Debug, Default)]
 pub(crate) struct Fence {
     highest: Option<LeaderKey>,
-    // Grows for the life of the process (16 bytes per attempt): forgetting an entry
-    // would let a re-sent dispatch run an attempt twice.
+    /// Every attempt taken and not yet forgotten.
     accepted: HashSet<AttemptKey>,
+    /// Attempts whose final report was acknowledged, oldest first, with when.
+    finished: VecDeque<(Instant, AttemptKey)>,
+    /// Attempts in `finished` (an attempt is finished once).
+    finished_set: HashMap<AttemptKey, Instant>,
 }
 
 impl Fence {
@@ -99,6 +114,34 @@ impl Fence {
         self.accepted.insert(key)
     }
 
+    /// The leader acknowledged `key`'s final report at `now`: it is forgotten
+    /// [`FORGET_AFTER`] later, or sooner when more than [`MAX_FINISHED`] are remembered.
+    pub(crate) fn finished(&mut self, key: AttemptKey, now: Instant) {
+        if self.accepted.contains(&key) && self.finished_set.insert(key, now).is_none() {
+            self.finished.push_back((now, key));
+        }
+        self.forget(now);
+    }
+
+    /// Forgets finished attempts past their time or beyond the count.
+    pub(crate) fn forget(&mut self, now: Instant) {
+        while let Some((at, key)) = self.finished.front().copied() {
+            let expired = now.saturating_duration_since(at) >= FORGET_AFTER;
+            if !expired && self.finished.len() <= MAX_FINISHED {
+                break;
+            }
+            self.finished.pop_front();
+            self.finished_set.remove(&key);
+            self.accepted.remove(&key);
+        }
+    }
+
+    /// Attempts remembered (for tests and the bound).
+    #[cfg(test)]
+    pub(crate) fn remembered(&self) -> usize {
+        self.accepted.len()
+    }
+
     /// Whether a stop from `leader` is obeyed (raising the highest leader id if so).
     pub(crate) fn admit_stop(&mut self, leader: Option<LeaderKey>) -> bool {
         match leader {
@@ -115,6 +158,34 @@ mod tests {
 
     fn leader(term: u64, node_id: u64) -> Option<LeaderKey> {
         Some(LeaderKey { term, node_id })
+    }
+
+    #[test]
+    fn a_finished_attempt_is_refused_until_forgotten_and_the_set_stays_bounded() {
+        let mut f = Fence::default();
+        let t0 = Instant::now();
+        assert_eq!(f.admit_dispatch(leader(1, 1), key(1, 1)), Admission::Accept);
+        f.finished(key(1, 1), t0);
+        // Re-sent within the window: still a duplicate.
+        f.forget(t0 + FORGET_AFTER - Duration::from_secs(1));
+        assert_eq!(f.admit_dispatch(leader(1, 1), key(1, 1)), Admission::Duplicate);
+        f.forget(t0 + FORGET_AFTER);
+        assert_eq!(f.remembered(), 0);
+        // A held (unfinished) attempt is never forgotten, however old.
+        assert_eq!(f.admit_dispatch(leader(1, 1), key(2, 1)), Admission::Accept);
+        f.forget(t0 + FORGET_AFTER * 10);
+        assert_eq!(f.admit_dispatch(leader(1, 1), key(2, 1)), Admission::Duplicate);
+        // By count: only the newest MAX_FINISHED finished attempts are remembered.
+        for i in 0..(MAX_FINISHED as u64 + 10) {
+            let k = key(100 + i, 1);
+            assert_eq!(f.admit_dispatch(leader(1, 1), k), Admission::Accept);
+            f.finished(k, t0);
+        }
+        assert_eq!(f.remembered(), MAX_FINISHED + 1, "the bound plus the held attempt");
+        assert_eq!(
+            f.admit_dispatch(leader(1, 1), key(100 + MAX_FINISHED as u64 + 9, 1)),
+            Admission::Duplicate
+        );
     }
 
     fn key(instance_id: u64, attempt: u32) -> AttemptKey {
