@@ -204,6 +204,29 @@ pub enum ClusterCommand {
         #[arg(value_name = "ID")]
         id: u64,
     },
+
+    /// Show or change the cluster's retention of finished instances and logs
+    ///
+    /// A finished instance expires once it is older than the max age (counted
+    /// from its end) or is not among its job's newest max-count instances; the
+    /// leader removes expired instances in bounded batches. All logs together
+    /// are kept under max-log-bytes, the oldest removed first. Apps and jobs
+    /// may override the age and count (`qronctl app retention`, `job create
+    /// --retention-*`). Without flags, shows the settings; with flags, changes
+    /// those given. Defaults: 7 days, 10,000 per job, 1 GiB of logs.
+    Retention {
+        /// Age after which a finished instance expires, in milliseconds (at least 1000)
+        #[arg(long, value_name = "MS")]
+        max_age_ms: Option<u64>,
+
+        /// Instances kept per job, the newest (at least 1)
+        #[arg(long, value_name = "N")]
+        max_count: Option<u64>,
+
+        /// Bytes of all instance logs together (at least 65536)
+        #[arg(long, value_name = "BYTES")]
+        max_log_bytes: Option<u64>,
+    },
 }
 
 /// `qronctl app ...`.
@@ -228,6 +251,25 @@ pub enum AppCommand {
 
     /// List the apps
     List,
+
+    /// Set an app's retention overrides for its jobs' instances
+    ///
+    /// Flags given override the cluster's setting for every job of the app
+    /// (a job's own setting wins over the app's); a flag left out inherits the
+    /// cluster's. With no flag at all, the app's overrides are cleared.
+    Retention {
+        /// The app's name
+        #[arg(value_name = "NAME")]
+        name: String,
+
+        /// Age after which a finished instance expires, in milliseconds (at least 1000)
+        #[arg(long, value_name = "MS")]
+        max_age_ms: Option<u64>,
+
+        /// Instances kept per job, the newest (at least 1)
+        #[arg(long, value_name = "N")]
+        max_count: Option<u64>,
+    },
 }
 
 /// `qronctl job ...`.
@@ -542,6 +584,14 @@ pub struct JobFlags {
     /// Create the job disabled: it does not fire until `qronctl job enable`
     #[arg(long)]
     pub disabled: bool,
+
+    /// Keep this job's finished instances this long, in milliseconds (default: the app's, then the cluster's)
+    #[arg(long, value_name = "MS", help_heading = "Retention")]
+    pub retention_max_age_ms: Option<u64>,
+
+    /// Keep this job's newest N instances (default: the app's, then the cluster's)
+    #[arg(long, value_name = "N", help_heading = "Retention")]
+    pub retention_max_count: Option<u64>,
 }
 
 #[cfg(test)]

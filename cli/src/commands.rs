@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use qron_proto::api::{
-    AddNodeRequest, AppList, AppView, ClusterView, CreateApp, InstanceList, InstanceLogView, InstanceView, JobList,
-    JobSpec, JobView, NextFires, RunJobRequest, WorkerList,
+    AddNodeRequest, AppList, AppView, ClusterRetention, ClusterRetentionUpdate, ClusterView, CreateApp, InstanceList,
+    InstanceLogView, InstanceView, JobList, JobSpec, JobView, NextFires, Retention, RunJobRequest, WorkerList,
 };
 use serde::Serialize;
 
@@ -22,6 +22,7 @@ use crate::spec;
 
 const CLUSTER: &str = "/api/v1/cluster";
 const NODES: &str = "/api/v1/cluster/nodes";
+const RETENTION: &str = "/api/v1/cluster/retention";
 const APPS: &str = "/api/v1/apps";
 const JOBS: &str = "/api/v1/jobs";
 const INSTANCES: &str = "/api/v1/instances";
@@ -106,6 +107,23 @@ impl Ctx {
 
 async fn cluster(ctx: &Ctx, cmd: ClusterCommand) -> Result<()> {
     let view: ClusterView = match cmd {
+        ClusterCommand::Retention {
+            max_age_ms,
+            max_count,
+            max_log_bytes,
+        } => {
+            let view: ClusterRetention = if max_age_ms.is_none() && max_count.is_none() && max_log_bytes.is_none() {
+                ctx.client.get(RETENTION, &ctx.read_query(Vec::new())).await?
+            } else {
+                let update = ClusterRetentionUpdate {
+                    max_age_ms,
+                    max_count,
+                    max_log_bytes,
+                };
+                ctx.client.put(RETENTION, &update).await?
+            };
+            return ctx.show(&view, output::retention);
+        }
         // Always answered by the node asked, so `--stale` changes nothing.
         ClusterCommand::Status => ctx.client.get(CLUSTER, &[]).await?,
         ClusterCommand::AddNode {
@@ -139,6 +157,15 @@ async fn app(ctx: &Ctx, cmd: AppCommand) -> Result<()> {
         AppCommand::List => {
             let list: AppList = ctx.client.get(APPS, &ctx.read_query(Vec::new())).await?;
             ctx.show(&list, |l| output::apps(&l.apps))
+        }
+        AppCommand::Retention {
+            name,
+            max_age_ms,
+            max_count,
+        } => {
+            let r = Retention { max_age_ms, max_count };
+            let view: AppView = ctx.client.put(&format!("{APPS}/{name}/retention"), &r).await?;
+            ctx.show(&view, |a| output::apps(std::slice::from_ref(a)))
         }
     }
 }
@@ -243,7 +270,7 @@ async fn instance(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
             let owned = instance_list_query(job, app, status, limit);
             let query = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let list: InstanceList = ctx.client.get(INSTANCES, &ctx.read_query(query)).await?;
-            ctx.show(&list, |l| output::instances(&l.instances))
+            ctx.show(&list, output::instance_list)
         }
         InstanceCommand::Get { id } => {
             let view: InstanceView = ctx.client.get(&instance_path(id), &ctx.read_query(Vec::new())).await?;
@@ -352,12 +379,18 @@ async fn logs(ctx: &Ctx, id: u64, follow: bool, mut offset: u64) -> Result<()> {
         if answer.truncated {
             note_truncated(id);
         }
+        if answer.log_expired {
+            output::note(&format!(
+                "the log of instance {id} was removed under the cluster's retention"
+            ));
+        }
         return output::emit(&output::json(&answer)?);
     }
     let mut read_once = false;
     let mut failures = 0;
     let mut backoff = FOLLOW_FIRST_BACKOFF;
     let mut noted_truncated = false;
+    let mut read_once_expired = false;
     loop {
         let answer = match read_log(ctx, &path, offset).await {
             Ok(answer) => answer,
@@ -381,6 +414,12 @@ async fn logs(ctx: &Ctx, id: u64, follow: bool, mut offset: u64) -> Result<()> {
         if answer.truncated && !noted_truncated {
             note_truncated(id);
             noted_truncated = true;
+        }
+        if answer.log_expired && !read_once_expired {
+            output::note(&format!(
+                "the log of instance {id} was removed under the cluster's retention (qronctl cluster retention)"
+            ));
+            read_once_expired = true;
         }
         let next = next_read(follow, offset, &answer);
         let open = match ctx.format {
@@ -458,6 +497,7 @@ mod tests {
             data: data.to_owned(),
             truncated: false,
             finished,
+            log_expired: false,
         }
     }
 

@@ -10,7 +10,10 @@ use std::io::{self, Write};
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use qron_proto::api::{AppView, ClusterView, InstanceView, JobView, NodeRole, Processor, Schedule, WorkerView};
+use qron_proto::api::{
+    AppView, ClusterRetention, ClusterView, HistoryView, InstanceList, InstanceView, JobView, NodeRole, Processor,
+    Schedule, WorkerView,
+};
 use serde::Serialize;
 
 /// `-o/--output`.
@@ -355,6 +358,37 @@ pub fn instances(instances: &[InstanceView]) -> String {
         ],
         &rows,
     )
+}
+
+/// `instance list`: the table, then how far back history goes.
+pub fn instance_list(list: &InstanceList) -> String {
+    let mut out = instances(&list.instances);
+    if let Some(h) = &list.history {
+        out.push('\n');
+        out.push_str(&history_line(h));
+    }
+    out
+}
+
+/// "history from instance 41 (created ...); 40 older instances expired".
+fn history_line(h: &HistoryView) -> String {
+    let from = match (h.oldest_id, h.oldest_created_at_ms) {
+        (Some(id), Some(t)) => format!("history from instance {id} (created {})", format_ms(t)),
+        _ => "no instances kept".to_owned(),
+    };
+    match h.expired {
+        0 => format!("{from}; none expired"),
+        n => format!("{from}; {n} older instances expired under the retention policy (qronctl cluster retention)"),
+    }
+}
+
+/// `cluster retention`.
+pub fn retention(r: &ClusterRetention) -> String {
+    pairs(&[
+        ("max age", format!("{} ms", r.max_age_ms)),
+        ("max count per job", r.max_count.to_string()),
+        ("max log bytes", r.max_log_bytes.to_string()),
+    ])
 }
 
 /// `instance get` (and the detail after the headline of `job run`, `instance

@@ -86,6 +86,8 @@ pub fn given_flags(f: &JobFlags) -> Vec<&'static str> {
         ("--instance-timeout-ms", f.instance_timeout_ms.is_some()),
         ("--instance-retries", f.instance_retries.is_some()),
         ("--disabled", f.disabled),
+        ("--retention-max-age-ms", f.retention_max_age_ms.is_some()),
+        ("--retention-max-count", f.retention_max_count.is_some()),
     ]
     .into_iter()
     .filter_map(|(flag, given)| given.then_some(flag))
@@ -117,6 +119,16 @@ pub fn from_flags(f: &JobFlags) -> Result<JobSpec> {
     }
     if f.disabled {
         job.insert("enabled".to_owned(), false.into());
+    }
+    if f.retention_max_age_ms.is_some() || f.retention_max_count.is_some() {
+        let mut r = Map::new();
+        if let Some(ms) = f.retention_max_age_ms {
+            r.insert("max_age_ms".to_owned(), ms.into());
+        }
+        if let Some(n) = f.retention_max_count {
+            r.insert("max_count".to_owned(), n.into());
+        }
+        job.insert("retention".to_owned(), Value::Object(r));
     }
     serde_json::from_value(Value::Object(job)).context("the flags do not describe a valid job")
 }

@@ -115,6 +115,47 @@ pub struct CreateApp {
 pub struct AppView {
     pub name: String,
     pub created_at_ms: i64,
+    /// The app's retention overrides (unset fields inherit the cluster's).
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+// ---------------------------------------------------------------- retention
+
+/// How long finished instances (and their logs) are kept: a job's or an app's
+/// override of the cluster's defaults (docs/retention.md). An unset field
+/// inherits: job, then app, then cluster. An instance expires once it is
+/// finished and either older than `max_age_ms` (counted from its end) or
+/// not among its job's newest `max_count` instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<u64>,
+}
+
+/// The cluster's retention: the defaults every app and job inherits, and the
+/// bound on the bytes of all instance logs together (oldest logs go first).
+/// `GET /api/v1/cluster/retention`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRetention {
+    pub max_age_ms: u64,
+    pub max_count: u64,
+    pub max_log_bytes: u64,
+}
+
+/// `PUT /api/v1/cluster/retention`: the fields given change, the others stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRetentionUpdate {
+    #[serde(default)]
+    pub max_age_ms: Option<u64>,
+    #[serde(default)]
+    pub max_count: Option<u64>,
+    #[serde(default)]
+    pub max_log_bytes: Option<u64>,
 }
 
 // ---------------------------------------------------------------- jobs
@@ -353,6 +394,9 @@ pub struct JobSpec {
     pub alarm: Alarm,
     #[serde(default = "default_enabled")]
     pub enabled: bool,
+    /// This job's retention overrides (unset fields inherit the app's, then the cluster's).
+    #[serde(default)]
+    pub retention: Retention,
 }
 
 fn default_concurrency() -> u32 {
@@ -372,6 +416,9 @@ pub struct JobView {
     pub updated_at_ms: i64,
     /// The newest fire time recorded for this job, if it ever fired.
     pub last_fire_ms: Option<i64>,
+    /// How many of its finished instances expired under the retention policy.
+    #[serde(default)]
+    pub expired_instances: u64,
 }
 
 /// `GET /api/v1/jobs?app=`.
@@ -429,6 +476,20 @@ pub struct InstanceView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceList {
     pub instances: Vec<InstanceView>,
+    /// How far back the history asked for goes (absent for an old server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryView>,
+}
+
+/// How far back instance history goes, for the filter of a list: older
+/// instances expired under the retention policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryView {
+    /// The oldest instance kept (of the job, when the list is filtered by job).
+    pub oldest_id: Option<u64>,
+    pub oldest_created_at_ms: Option<i64>,
+    /// Instances that expired (of the job, or of the whole cluster).
+    pub expired: u64,
 }
 
 /// `GET /api/v1/instances/{id}/logs?offset=`: the log from byte `offset`.
@@ -443,6 +504,9 @@ pub struct InstanceLogView {
     pub truncated: bool,
     /// The instance is in a terminal status: no more output will come.
     pub finished: bool,
+    /// The log was removed to keep all logs under the cluster's retention bound.
+    #[serde(default)]
+    pub log_expired: bool,
 }
 
 /// `GET /api/v1/jobs/{id}/next-fires?count=&after=`.
@@ -550,6 +614,7 @@ mod tests {
             created_at_ms: 1,
             updated_at_ms: 2,
             last_fire_ms: None,
+            expired_instances: 3,
         };
         let text = serde_json::to_string(&view).expect("serializes");
         let back: JobView = serde_json::from_str(&text).expect("parses back");

@@ -125,6 +125,26 @@ pub enum Command {
     Batch {
         commands: Vec<Command>,
     },
+    /// The leader's retention task (rule 12): removes these finished instances
+    /// with their logs, and the logs (only) of `logs`. Each is removed only if
+    /// it is still safe when this applies (`State::expirable`), else skipped.
+    /// `now_ms` is the proposer's time, recorded for the reader of the log.
+    Expire {
+        instances: Vec<InstanceId>,
+        logs: Vec<InstanceId>,
+        now_ms: i64,
+    },
+    /// Sets an app's retention overrides (unset fields inherit the cluster's).
+    SetAppRetention {
+        app: String,
+        retention: qron_proto::api::Retention,
+    },
+    /// Changes the cluster's retention: the fields given change.
+    SetClusterRetention {
+        max_age_ms: Option<u64>,
+        max_count: Option<u64>,
+        max_log_bytes: Option<u64>,
+    },
     /// A client's write carrying its `Idempotency-Key` (docs/api.md): the first
     /// `Keyed` under `key` applies `command` and records its response with
     /// `request_digest` (the digest of the HTTP route and body); a later one
@@ -146,6 +166,10 @@ pub enum CommandError {
     Invalid(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A finished instance the retention policy removed (ids are never reused,
+    /// so a missing id below the next one is history, not a typo).
+    #[error("{0}")]
+    Expired(String),
     #[error("{0} already exists")]
     AlreadyExists(String),
     /// The command does not fit the record's current state (e.g. cancel a running instance).
@@ -176,6 +200,15 @@ pub enum Reply {
     Batch(Vec<Result<Reply, CommandError>>),
     /// A fire not newer than the job's last: nothing happened.
     FireIgnored,
+    /// What an `Expire` removed (the rest was no longer safe to remove).
+    Expired {
+        instances: u64,
+        logs: u64,
+    },
+    /// An app after a change.
+    App(Box<crate::model::App>),
+    /// The cluster's retention after a change.
+    ClusterRetention(crate::retention::ClusterPolicy),
 }
 
 /// The state machine's answer to one log entry.

@@ -180,6 +180,9 @@ pub struct Instance {
     pub exit_code: Option<i32>,
     /// Why the instance is where it is (retried, lost worker, no worker, stopped...).
     pub reason: String,
+    /// Its log was removed to keep all logs under the cluster's bound (the instance stays).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_expired: bool,
 }
 
 /// A stopped attempt its worker has not yet confirmed ended.

@@ -17,9 +17,11 @@
 pub mod command;
 pub mod idempotency;
 pub mod instance;
+pub mod limits;
 pub mod log_store;
 pub mod model;
 pub mod raft_types;
+pub mod retention;
 pub mod schedule;
 pub mod snapshot_file;
 pub mod state;

@@ -6,9 +6,10 @@
 
 use std::str::FromStr;
 
-use qron_proto::api::{DailyWindow, ExecutionType, JobSpec, Lifecycle, Processor, Schedule};
+use qron_proto::api::{DailyWindow, ExecutionType, JobSpec, Lifecycle, Processor, Retention, Schedule};
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{check_instant, check_span};
 use crate::types::JobId;
 
 /// Longest app or job name accepted.
@@ -17,10 +18,7 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_TEXT_LEN: usize = 64 * 1024;
 /// Smallest fixed-rate interval: below this a job is a busy loop, not a schedule.
 pub const MIN_FIXED_RATE_MS: u64 = 100;
-/// Latest instant a job may name, and longest interval or delay: the end of
-/// 9999-12-31 UTC, the last day RFC 3339 and the time-zone table cover. The
-/// schedule's arithmetic stays far from `i64` and chrono's limits below it.
-pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+pub use crate::limits::MAX_TIME_MS;
 
 /// An application: a namespace of jobs and the secret its workers present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +26,13 @@ pub struct App {
     pub name: String,
     pub secret: String,
     pub created_at_ms: i64,
+    /// Overrides of the cluster's retention for this app's jobs.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub retention: Retention,
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }
 
 /// A job as the state machine holds it.
@@ -42,6 +47,13 @@ pub struct Job {
     /// The instance of the newest fire (fixed delay chains from its end).
     #[serde(default)]
     pub last_fired_instance: Option<crate::instance::InstanceId>,
+    /// How many of its instances expired under the retention policy.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub expired: u64,
+    /// The newest fire time among its expired instances: a fire at or before
+    /// it may have no instance any more (the chaos checker accounts for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_fires_through_ms: Option<i64>,
 }
 
 impl Job {
@@ -53,6 +65,7 @@ impl Job {
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
             last_fire_ms: self.last_fire_ms,
+            expired_instances: self.expired,
         }
     }
 }
@@ -162,26 +175,6 @@ fn validate_schedule(s: &Schedule) -> Result<(), String> {
     }
 }
 
-/// An instant a job names: from 1970-01-01 to the end of 9999 (milliseconds since the epoch).
-fn check_instant(field: &str, ms: i64) -> Result<(), String> {
-    if (0..=MAX_TIME_MS).contains(&ms) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{field} ({ms}) is out of range: use milliseconds since 1970-01-01 UTC, at most {MAX_TIME_MS} (9999-12-31)"
-        ))
-    }
-}
-
-/// A length of time a job names: at most [`MAX_TIME_MS`].
-fn check_span(field: &str, ms: u64) -> Result<(), String> {
-    if ms <= MAX_TIME_MS as u64 {
-        Ok(())
-    } else {
-        Err(format!("{field} ({ms}) is out of range: at most {MAX_TIME_MS} ms"))
-    }
-}
-
 fn validate_lifecycle(l: &Lifecycle) -> Result<(), String> {
     for (field, t) in [
         ("lifecycle not_before_ms", l.not_before_ms),
@@ -271,6 +264,7 @@ pub fn validate_job(spec: &JobSpec) -> Result<(), String> {
     }
     check_span("retry_backoff max_ms", b.max_ms)?;
     check_span("instance_timeout_ms", spec.instance_timeout_ms)?;
+    crate::retention::validate("retention", &spec.retention)?;
     if let Some(url) = &spec.alarm.webhook_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(format!("alarm webhook_url {url:?} must start with http:// or https://"));

@@ -113,6 +113,7 @@ fn load_state(path: &Path, meta: &SnapshotMeta<NodeId, QronNode>) -> Result<Stat
     // The meta is authoritative for openraft's bookkeeping.
     state.last_applied = meta.last_log_id;
     state.last_membership = meta.last_membership.clone();
+    state.rebuild_indexes();
     Ok(state)
 }
 

@@ -107,12 +107,23 @@ fn instance_command() -> impl Strategy<Value = Command> {
         (inst.clone(), now.clone()).prop_map(|(instance, now_ms)| Command::StopInstance { instance, now_ms }),
         (inst.clone(), now.clone()).prop_map(|(instance, now_ms)| Command::CancelInstance { instance, now_ms }),
         (inst, now.clone()).prop_map(|(instance, now_ms)| Command::RetryInstance { instance, now_ms }),
-        (1u64..5, 0i64..20, now, any::<bool>()).prop_map(|(j, t, now_ms, skip)| Command::Fire {
+        (1u64..5, 0i64..20, now.clone(), any::<bool>()).prop_map(|(j, t, now_ms, skip)| Command::Fire {
             job: JobId(j),
             fire_time_ms: t * 1_000,
             now_ms,
             skip: skip.then(|| "misfire".to_owned()),
         }),
+        // The leader's retention proposes any ids: apply removes only what is safe.
+        (
+            prop::collection::vec((1u64..6).prop_map(InstanceId), 0..4),
+            prop::collection::vec((1u64..6).prop_map(InstanceId), 0..3),
+            now
+        )
+            .prop_map(|(instances, logs, now_ms)| Command::Expire {
+                instances,
+                logs,
+                now_ms
+            }),
     ]
 }
 
@@ -156,6 +167,14 @@ fn unkeyed(c: &Command) -> &Command {
     match c {
         Command::Keyed { command, .. } => command.as_ref(),
         c => c,
+    }
+}
+
+/// Whether `c`, or a command of its batch, is one `pred` matches.
+fn carries(c: &Command, pred: impl Fn(&Command) -> bool) -> bool {
+    match unkeyed(c) {
+        Command::Batch { commands } => commands.iter().any(|c| pred(unkeyed(c))),
+        c => pred(c),
     }
 }
 
@@ -245,6 +264,25 @@ fn base_command() -> impl Strategy<Value = Command> {
                 now_ms
             }),
         (1u64..8).prop_map(|id| Command::DeleteJob { id: JobId(id) }),
+        (
+            0..APPS.len(),
+            prop::option::of(prop_oneof![Just(0u64), Just(1_000u64), Just(60_000u64)]),
+            prop::option::of(prop_oneof![Just(0u64), Just(1u64), Just(3u64)])
+        )
+            .prop_map(|(a, max_age_ms, max_count)| Command::SetAppRetention {
+                app: APPS[a].to_owned(),
+                retention: qron_proto::api::Retention { max_age_ms, max_count },
+            }),
+        (
+            prop::option::of(prop_oneof![Just(0u64), Just(5_000u64)]),
+            prop::option::of(prop_oneof![Just(0u64), Just(2u64)]),
+            prop::option::of(prop_oneof![Just(10u64), Just(1u64 << 20)])
+        )
+            .prop_map(|(max_age_ms, max_count, max_log_bytes)| Command::SetClusterRetention {
+                max_age_ms,
+                max_count,
+                max_log_bytes
+            }),
         (1u64..8, any::<bool>(), now).prop_map(|(id, enabled, now_ms)| Command::SetJobEnabled {
             id: JobId(id),
             enabled,
@@ -440,15 +478,25 @@ proptest! {
     fn instance_invariants_hold(cmds in prop::collection::vec(command(), 0..80)) {
         let mut s = State::default();
         for c in &cmds {
-            let before: Vec<(InstanceId, InstanceStatus)> =
-                s.instances.values().map(|i| (i.id, i.status)).collect();
+            let before: Vec<(InstanceId, InstanceStatus, bool)> =
+                s.instances.values().map(|i| (i.id, i.status, s.expirable(i))).collect();
             s.apply(c);
-            for (id, was) in before {
-                let now = s.instances[&id].status;
+            for (id, was, expirable) in before {
+                let Some(now) = s.instances.get(&id).map(|i| i.status) else {
+                    // Only retention removes an instance, and only an expirable one.
+                    prop_assert!(carries(c, |c| matches!(c, Command::Expire { instances, .. } if instances.contains(&id))),
+                        "{:?} removed by {:?}", id, c);
+                    prop_assert!(expirable && was.is_terminal(), "{:?} ({:?}) removed while not expirable", id, was);
+                    continue;
+                };
                 if was.is_terminal() && now != was {
-                    prop_assert!(matches!(unkeyed(c), Command::RetryInstance { .. } | Command::Batch { .. }),
+                    // Only an operator's retry takes an instance out of a terminal status
+                    // (inside a batch, later commands may move it on again).
+                    prop_assert!(carries(c, |c| matches!(c, Command::RetryInstance { instance, .. } if *instance == id)),
                         "{:?} left terminal {:?} for {:?} by {:?}", id, was, now, c);
-                    prop_assert_eq!(now, InstanceStatus::WaitingDispatch);
+                    if !matches!(unkeyed(c), Command::Batch { .. }) {
+                        prop_assert_eq!(now, InstanceStatus::WaitingDispatch);
+                    }
                 }
             }
             let active: Vec<InstanceId> = s.instances.values()
@@ -461,6 +509,11 @@ proptest! {
                 // cap 40 plus the truncation marker
                 prop_assert!(l.text.len() <= 40 + 40, "{}", l.text.len());
             }
+            // The derived indexes apply keeps are what a rebuild from the records makes.
+            let mut rebuilt = s.clone();
+            rebuilt.rebuild_indexes();
+            prop_assert_eq!(&rebuilt.by_job, &s.by_job);
+            prop_assert_eq!(rebuilt.log_bytes, s.log_bytes);
         }
     }
 }
@@ -478,6 +531,8 @@ proptest! {
         let mut a = State::default();
         for c in &prefix { a.apply(c); }
         let mut b: State = serde_json::from_slice(&serde_json::to_vec(&a).expect("encode")).expect("decode");
+        b.rebuild_indexes();
+        prop_assert_eq!(&a, &b);
         prop_assert_eq!(a.apply(&next), b.apply(&next));
         prop_assert_eq!(a.digest(), b.digest());
     }

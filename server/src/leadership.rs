@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::discovery;
 use crate::dispatch::{dispatcher, messages, Dispatch};
+use crate::retention;
 use crate::role::{self, Role};
 use crate::scheduler::{self, SchedulerConfig};
 
@@ -51,6 +52,8 @@ pub enum TaskKind {
     Barrier,
     Scheduler,
     Dispatcher,
+    /// Expires finished instances and logs (rule 12).
+    Retention,
 }
 
 /// What the supervisor does about a failed leader task.
@@ -133,10 +136,11 @@ impl Term {
             (TaskKind::Barrier, Ok(Ok(()))) => {
                 tracing::info!(
                     term = self.leader.term,
-                    "leading: starting the scheduler and the dispatcher"
+                    "leading: starting the scheduler, the dispatcher and retention"
                 );
                 self.spawn(TaskKind::Scheduler);
                 self.spawn(TaskKind::Dispatcher);
+                self.spawn(TaskKind::Retention);
                 return Ok(());
             }
             (_, Ok(Ok(()))) => "it returned while the term goes on".to_owned(),
@@ -219,6 +223,7 @@ pub fn starter(ctx: Arc<Context>, d: Arc<Dispatch>, sched: SchedulerConfig) -> S
                 .boxed(),
                 TaskKind::Scheduler => scheduler::run(ctx, d, sched.clone(), token).boxed(),
                 TaskKind::Dispatcher => dispatcher::run(ctx, d, leader, token).boxed(),
+                TaskKind::Retention => retention::run(ctx, token).boxed(),
             }
         },
     )

@@ -9,8 +9,8 @@
 //!    `propose`/`barrier`), [`role`] (the pure role decision);
 //! 2. [`context`]: the node handle every subsystem takes;
 //! 3. [`discovery`]: who leads, for `Acquire`, `/server/acquire` and hints;
-//! 4. [`scheduler`] and [`dispatch`] (each with a pure planning part), the
-//!    latter with the gRPC worker service on top of its sessions;
+//! 4. [`scheduler`], [`dispatch`] and [`retention`] (each with a pure
+//!    planning part), dispatch with the gRPC worker service on top of its sessions;
 //! 5. [`api`]: the HTTP handlers and the forwarding middleware;
 //! 6. [`leadership`]: starts and stops the leader's work;
 //! 7. [`node`]: composes a node; `main.rs` parses.
@@ -29,5 +29,6 @@ pub mod leadership;
 pub mod node;
 pub mod peers;
 pub mod raft;
+pub mod retention;
 pub mod role;
 pub mod scheduler;

@@ -250,7 +250,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
     &["clock", "config", "peers", "raft", "role"],
     &["context"],
     &["discovery"],
-    &["scheduler", "dispatch"],
+    &["scheduler", "dispatch", "retention"],
     &["api"],
     &["leadership"],
     &["node"],

@@ -19,6 +19,7 @@ impl State {
                 name: name.to_owned(),
                 secret: secret.to_owned(),
                 created_at_ms: now_ms,
+                retention: Default::default(),
             },
         );
         Ok(Reply::AppCreated { name: name.to_owned() })

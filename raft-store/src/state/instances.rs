@@ -17,7 +17,16 @@ use crate::types::{Attempt, JobId, WorkerId};
 impl State {
     /// Looks an instance up by id.
     pub fn instance(&self, id: InstanceId) -> Result<&Instance, CommandError> {
-        self.instances.get(&id).ok_or_else(|| not_found(id))
+        self.instances.get(&id).ok_or_else(|| {
+            if id.0 >= 1 && id.0 <= self.next_instance_id {
+                CommandError::Expired(format!(
+                    "instance {id} has expired: it finished and was removed under the retention policy \
+                     (see GET /api/v1/cluster/retention; `qronctl instance list` shows how far back history goes)"
+                ))
+            } else {
+                not_found(id)
+            }
+        })
     }
 
     /// Run now: a new instance of `job`, waiting for dispatch.
@@ -73,8 +82,10 @@ impl State {
             result: String::new(),
             exit_code: None,
             reason,
+            log_expired: false,
         };
         self.instances.insert(id, inst.clone());
+        self.by_job.entry(job_id).or_default().insert(id);
         if !status.is_terminal() {
             self.active.insert(id);
         }
@@ -176,7 +187,11 @@ impl State {
                 })
             }
             _ => self.set_status(id, status, verb, |i| {
-                i.finished_at_ms = Some(at_ms);
+                // The worker's clock, kept between the leader's assignment and commit
+                // times: retention measures age from it, and a worker clock far behind
+                // or ahead must not expire an instance early or keep it forever.
+                let floor = i.assigned_at_ms.unwrap_or(i.created_at_ms);
+                i.finished_at_ms = Some(at_ms.clamp(floor.min(now_ms), now_ms));
                 i.reason = format!("attempt {attempt} {}", status.name().to_lowercase());
                 i.result = result;
                 i.exit_code = exit_code;
@@ -310,6 +325,8 @@ impl State {
         let max_attempt = Attempt(inst.attempt.0.saturating_add(1).saturating_add(retries));
         self.set_status(id, InstanceStatus::WaitingDispatch, Verb::Retry, |i| {
             i.max_attempt = max_attempt;
+            // A log the retention removed starts again with the new attempt.
+            i.log_expired = false;
             i.not_before_ms = 0;
             i.worker = None;
             i.reason = match &i.stop_pending {

@@ -36,6 +36,8 @@ impl State {
             updated_at_ms: now_ms,
             last_fire_ms: None,
             last_fired_instance: None,
+            expired: 0,
+            expired_fires_through_ms: None,
         };
         self.job_epoch += 1;
         self.jobs.insert(id, job.clone());

@@ -24,7 +24,12 @@ impl State {
         if attempt == Attempt(0) || attempt > inst.attempt {
             return Err(stale(inst, attempt));
         }
+        if inst.log_expired {
+            // A late batch for a log the retention removed: do not start it again.
+            return Ok(Reply::LogAppended { appended: false });
+        }
         let log = self.logs.entry(id).or_default();
+        let before = log.text.len() as u64;
         let received = log.received.get(&attempt).copied().unwrap_or(0);
         let len = data.len() as u64;
         if offset.saturating_add(len) <= received {
@@ -58,6 +63,9 @@ impl State {
             log.text.push_str(&format!("\n[log truncated at {cap} bytes]\n"));
             log.truncated = true;
         }
+        self.log_bytes = self
+            .log_bytes
+            .saturating_add((log.text.len() as u64).saturating_sub(before));
         Ok(Reply::LogAppended { appended: true })
     }
 }

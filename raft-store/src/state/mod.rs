@@ -18,6 +18,7 @@ mod instances;
 mod jobs;
 mod keys;
 mod logs;
+mod retention;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,6 +30,7 @@ use crate::command::{Command, CommandError, Reply, Response};
 use crate::idempotency::IdempotencyKeys;
 use crate::instance::{Instance, InstanceId, InstanceLog};
 use crate::model::{App, Job};
+use crate::retention::ClusterPolicy;
 use crate::types::{JobId, NodeId, QronNode};
 
 /// Everything the cluster replicates.
@@ -61,6 +63,19 @@ pub struct State {
     /// Idempotency keys of client writes and their first answers, kept by `apply`.
     #[serde(default)]
     pub keys: IdempotencyKeys,
+    /// The cluster's retention (rule 12): defaults for every app and job.
+    #[serde(default)]
+    pub retention: ClusterPolicy,
+    /// Instances that expired, over the cluster's life.
+    #[serde(default)]
+    pub expired_total: u64,
+    /// Index job → its instances (oldest first), kept by `apply`; derived, so
+    /// not stored: [`State::rebuild_indexes`] makes it after a load.
+    #[serde(skip)]
+    pub by_job: BTreeMap<JobId, BTreeSet<InstanceId>>,
+    /// Bytes of all instance logs together, kept by `apply`; derived like `by_job`.
+    #[serde(skip)]
+    pub log_bytes: u64,
 }
 
 /// The part of the state a digest covers: the domain data, not openraft's
@@ -76,6 +91,8 @@ struct DigestView<'a> {
     instances: &'a BTreeMap<InstanceId, Instance>,
     logs: &'a BTreeMap<InstanceId, InstanceLog>,
     next_instance_id: u64,
+    retention: &'a ClusterPolicy,
+    expired_total: u64,
 }
 
 impl State {
@@ -142,6 +159,17 @@ impl State {
                 skip,
             } => self.fire(*job, *fire_time_ms, *now_ms, skip.as_deref()),
             Command::Batch { commands } => self.batch(commands),
+            Command::Expire {
+                instances,
+                logs,
+                now_ms: _,
+            } => self.expire(instances, logs),
+            Command::SetAppRetention { app, retention } => self.set_app_retention(app, retention),
+            Command::SetClusterRetention {
+                max_age_ms,
+                max_count,
+                max_log_bytes,
+            } => self.set_cluster_retention(*max_age_ms, *max_count, *max_log_bytes),
             Command::Keyed {
                 key,
                 request_digest,
@@ -165,6 +193,16 @@ impl State {
         Ok(Reply::Batch(out))
     }
 
+    /// Makes the derived indexes (`by_job`, `log_bytes`) from the records:
+    /// after a state is loaded from a snapshot. `apply` keeps them from then on.
+    pub fn rebuild_indexes(&mut self) {
+        self.by_job.clear();
+        for (id, inst) in &self.instances {
+            self.by_job.entry(inst.job_id).or_default().insert(*id);
+        }
+        self.log_bytes = self.logs.values().map(|l| l.text.len() as u64).sum();
+    }
+
     /// The canonical bytes of the domain data.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         // Serializing ordered maps of plain structs cannot fail.
@@ -175,6 +213,8 @@ impl State {
             instances: &self.instances,
             logs: &self.logs,
             next_instance_id: self.next_instance_id,
+            retention: &self.retention,
+            expired_total: self.expired_total,
         })
         .unwrap_or_default()
     }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use qron_proto::api::{AppList, AppView, CreateApp};
+use qron_proto::api::{AppList, AppView, CreateApp, Retention};
+use qron_raft_store::model::App;
 use qron_raft_store::{Command, Reply};
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::idempotency::Idem;
 use super::state::ApiState;
 use crate::clock::now_ms;
@@ -35,10 +36,7 @@ pub async fn create(
     };
     match app.propose(&key, cmd).await? {
         Reply::AppCreated { name } => {
-            let view = app.ctx.state.read().apps.get(&name).map(|a| AppView {
-                name: a.name.clone(),
-                created_at_ms: a.created_at_ms,
-            });
+            let view = app.ctx.state.read().apps.get(&name).map(view);
             view.map(|v| (StatusCode::CREATED, Json(v)))
                 .ok_or_else(|| ApiError::Internal(format!("app {name:?} vanished after creation")))
         }
@@ -52,16 +50,32 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ReadParams>,
 ) -> Result<Json<AppList>, ApiError> {
     app.read_barrier(q.stale).await?;
-    let apps = app
-        .ctx
-        .state
-        .read()
-        .apps
-        .values()
-        .map(|a| AppView {
-            name: a.name.clone(),
-            created_at_ms: a.created_at_ms,
-        })
-        .collect();
+    let apps = app.ctx.state.read().apps.values().map(view).collect();
     Ok(Json(AppList { apps }))
+}
+
+fn view(a: &App) -> AppView {
+    AppView {
+        name: a.name.clone(),
+        created_at_ms: a.created_at_ms,
+        retention: a.retention.clone(),
+    }
+}
+
+/// `PUT /api/v1/apps/{name}/retention`: the app's overrides of the cluster's
+/// retention (unset fields inherit; an empty object clears them).
+pub async fn set_retention(
+    State(app): State<Arc<ApiState>>,
+    ApiPath(name): ApiPath<String>,
+    key: Idem,
+    ApiJson(retention): ApiJson<Retention>,
+) -> Result<Json<AppView>, ApiError> {
+    qron_raft_store::retention::validate("app retention", &retention).map_err(ApiError::BadRequest)?;
+    match app
+        .propose(&key, Command::SetAppRetention { app: name, retention })
+        .await?
+    {
+        Reply::App(a) => Ok(Json(view(&a))),
+        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    }
 }

@@ -6,10 +6,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use openraft::{ChangeMembers, ServerState};
-use qron_proto::api::{AddNodeRequest, ClusterView, DigestView, NodeRole, NodeView};
-use qron_raft_store::{NodeId, QronNode};
+use qron_proto::api::{
+    AddNodeRequest, ClusterRetention, ClusterRetentionUpdate, ClusterView, DigestView, NodeRole, NodeView,
+};
+use qron_raft_store::{Command, NodeId, QronNode, Reply};
 
-use super::error::{self, ApiError, ApiJson, ApiPath};
+use super::apps::ReadParams;
+use super::error::{self, ApiError, ApiJson, ApiPath, ApiQuery};
+use super::idempotency::Idem;
 use super::state::ApiState;
 use crate::discovery;
 
@@ -179,4 +183,33 @@ pub async fn digest(State(app): State<Arc<ApiState>>) -> Json<DigestView> {
         applied_index: s.last_applied.map(|l| l.index),
         digest: s.digest(),
     })
+}
+
+/// `GET /api/v1/cluster/retention`: the cluster's retention (rule 12).
+pub async fn retention(
+    State(app): State<Arc<ApiState>>,
+    ApiQuery(q): ApiQuery<ReadParams>,
+) -> Result<Json<ClusterRetention>, ApiError> {
+    app.read_barrier(q.stale).await?;
+    let view = app.ctx.state.read().retention.view();
+    Ok(Json(view))
+}
+
+/// `PUT /api/v1/cluster/retention`: the fields given change, the others stay.
+pub async fn set_retention(
+    State(app): State<Arc<ApiState>>,
+    key: Idem,
+    ApiJson(u): ApiJson<ClusterRetentionUpdate>,
+) -> Result<Json<ClusterRetention>, ApiError> {
+    qron_raft_store::retention::validate_cluster(u.max_age_ms, u.max_count, u.max_log_bytes)
+        .map_err(ApiError::BadRequest)?;
+    let cmd = Command::SetClusterRetention {
+        max_age_ms: u.max_age_ms,
+        max_count: u.max_count,
+        max_log_bytes: u.max_log_bytes,
+    };
+    match app.propose(&key, cmd).await? {
+        Reply::ClusterRetention(r) => Ok(Json(r.view())),
+        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    }
 }

@@ -20,6 +20,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A finished instance removed by the retention policy (404, code `expired`).
+    #[error("{0}")]
+    Expired(String),
     #[error("{0}")]
     Conflict(String),
     /// An `Idempotency-Key` already used for a different request.
@@ -52,6 +55,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Expired(_) => (StatusCode::NOT_FOUND, "expired"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::KeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -99,6 +103,7 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::Invalid(m) => ApiError::BadRequest(m),
             CommandError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            CommandError::Expired(m) => ApiError::Expired(m),
             CommandError::AlreadyExists(_) => ApiError::Conflict(e.to_string()),
             CommandError::Conflict(m) => ApiError::Conflict(m),
             CommandError::KeyReused(m) => ApiError::KeyReused(m),

@@ -35,8 +35,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/cluster", get(cluster::view))
         .route("/cluster/nodes", post(cluster::add_node))
         .route("/cluster/nodes/{id}", axum::routing::delete(cluster::remove_node))
+        .route(
+            "/cluster/retention",
+            get(cluster::retention).put(cluster::set_retention),
+        )
         .route("/debug/digest", get(cluster::digest))
         .route("/apps", post(apps::create).get(apps::list))
+        .route("/apps/{name}/retention", axum::routing::put(apps::set_retention))
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get).put(jobs::update).delete(jobs::delete))
         .route("/jobs/{id}/enable", post(jobs::enable))

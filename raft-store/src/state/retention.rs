@@ -1,0 +1,377 @@
+//! Retention in `apply`: `Command::Expire`, `SetAppRetention`, `SetClusterRetention`.
+//!
+//! Owns the removal of instances and logs and the guard that keeps it safe:
+//! whatever the leader proposed, an instance is removed only if it is
+//! [`State::expirable`] when the command applies — finished, with no stop
+//! waiting for its worker's confirmation, and not the instance a fixed-delay
+//! job chains its next fire from. Which instances expire is the policy's
+//! business ([`plan`] below, pure), not the removal's.
+
+use qron_proto::api::Retention;
+
+use super::State;
+use crate::command::{CommandError, Reply};
+use crate::instance::{Instance, InstanceId};
+use crate::retention::{validate, validate_cluster, Plan};
+use crate::types::JobId;
+
+impl State {
+    /// The next bounded batch the retention policy lets expire at `now_ms` (see [`plan`]).
+    pub fn expiry_plan(&self, now_ms: i64, max: usize) -> Plan {
+        plan(self, now_ms, max)
+    }
+
+    /// Whether `inst` may be removed now: finished (an operator's retry cannot
+    /// revive what is gone, so only a finished instance is history), no stop
+    /// pending confirmation (its worker may still run it), and not its job's
+    /// newest fire (a fixed-delay job chains its next fire from its end).
+    pub fn expirable(&self, inst: &Instance) -> bool {
+        inst.status.is_terminal()
+            && inst.stop_pending.is_none()
+            && self
+                .jobs
+                .get(&inst.job_id)
+                .is_none_or(|j| j.last_fired_instance != Some(inst.id))
+    }
+
+    pub(super) fn expire(&mut self, instances: &[InstanceId], logs: &[InstanceId]) -> Result<Reply, CommandError> {
+        let mut removed = 0u64;
+        for id in instances {
+            let Some(inst) = self.instances.get(id) else { continue };
+            if !self.expirable(inst) {
+                continue;
+            }
+            let (job_id, fire) = (inst.job_id, inst.fire_time_ms);
+            self.instances.remove(id);
+            self.active.remove(id);
+            self.unconfirmed_stops.remove(id);
+            if let Some(log) = self.logs.remove(id) {
+                self.log_bytes = self.log_bytes.saturating_sub(log.text.len() as u64);
+            }
+            if let Some(set) = self.by_job.get_mut(&job_id) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.by_job.remove(&job_id);
+                }
+            }
+            if let Some(job) = self.jobs.get_mut(&job_id) {
+                job.expired += 1;
+                if let Some(f) = fire {
+                    job.expired_fires_through_ms = Some(job.expired_fires_through_ms.map_or(f, |t| t.max(f)));
+                }
+            }
+            self.expired_total += 1;
+            removed += 1;
+        }
+        let mut logs_removed = 0u64;
+        for id in logs {
+            let Some(inst) = self.instances.get(id) else { continue };
+            if !self.expirable(inst) {
+                continue;
+            }
+            if let Some(log) = self.logs.remove(id) {
+                self.log_bytes = self.log_bytes.saturating_sub(log.text.len() as u64);
+                if let Some(i) = self.instances.get_mut(id) {
+                    i.log_expired = true;
+                }
+                logs_removed += 1;
+            }
+        }
+        Ok(Reply::Expired {
+            instances: removed,
+            logs: logs_removed,
+        })
+    }
+
+    pub(super) fn set_app_retention(&mut self, app: &str, retention: &Retention) -> Result<Reply, CommandError> {
+        validate("app retention", retention).map_err(CommandError::Invalid)?;
+        self.require_app(app)?;
+        let a = self
+            .apps
+            .get_mut(app)
+            .ok_or_else(|| CommandError::NotFound(format!("app {app:?}")))?;
+        a.retention = retention.clone();
+        Ok(Reply::App(Box::new(a.clone())))
+    }
+
+    pub(super) fn set_cluster_retention(
+        &mut self,
+        max_age_ms: Option<u64>,
+        max_count: Option<u64>,
+        max_log_bytes: Option<u64>,
+    ) -> Result<Reply, CommandError> {
+        validate_cluster(max_age_ms, max_count, max_log_bytes).map_err(CommandError::Invalid)?;
+        let r = &mut self.retention;
+        if let Some(v) = max_age_ms {
+            r.max_age_ms = v;
+        }
+        if let Some(v) = max_count {
+            r.max_count = v;
+        }
+        if let Some(v) = max_log_bytes {
+            r.max_log_bytes = v;
+        }
+        Ok(Reply::ClusterRetention(r.clone()))
+    }
+}
+
+/// The policy in force for one job's instances: (max age, max count).
+fn effective(state: &State, job: JobId, app: &str) -> (u64, u64) {
+    let job = state.jobs.get(&job).map(|j| &j.spec.retention);
+    let app = state.apps.get(app).map(|a| &a.retention);
+    let pick =
+        |f: fn(&Retention) -> Option<u64>, cluster: u64| job.and_then(f).or_else(|| app.and_then(f)).unwrap_or(cluster);
+    let c = &state.retention;
+    (pick(|r| r.max_age_ms, c.max_age_ms), pick(|r| r.max_count, c.max_count))
+}
+
+/// Picks at most `max` instances (and `max` logs) that the policy lets expire
+/// at `now_ms`, oldest first within each job. Pure: the same state and time
+/// give the same plan.
+///
+/// Per job, its instances are walked from the oldest: one expires when it is
+/// expirable (`State::expirable`) and either not among the newest `max_count`
+/// or finished before `now_ms - max_age`. The walk stops at the first instance
+/// created after that cut-off once the count is satisfied (every later one is
+/// younger). Then, while all logs together exceed the cluster's bound, the
+/// oldest logs of finished instances go.
+pub(super) fn plan(state: &State, now_ms: i64, max: usize) -> Plan {
+    let mut out = Plan::default();
+    for (job, ids) in &state.by_job {
+        if out.instances.len() >= max {
+            break;
+        }
+        let Some(first) = ids.iter().next().and_then(|id| state.instances.get(id)) else {
+            continue;
+        };
+        let (max_age, max_count) = effective(state, *job, &first.app);
+        let cutoff = now_ms.saturating_sub(i64::try_from(max_age).unwrap_or(i64::MAX));
+        let excess = (ids.len() as u64).saturating_sub(max_count);
+        for (rank, id) in ids.iter().enumerate() {
+            let Some(inst) = state.instances.get(id) else { continue };
+            let over_count = (rank as u64) < excess;
+            if !over_count && inst.created_at_ms >= cutoff {
+                break;
+            }
+            let too_old = inst.finished_at_ms.is_some_and(|f| f < cutoff);
+            if (over_count || too_old) && state.expirable(inst) {
+                out.instances.push(*id);
+                if out.instances.len() >= max {
+                    break;
+                }
+            }
+        }
+    }
+    let planned: std::collections::BTreeSet<InstanceId> = out.instances.iter().copied().collect();
+    let bound = state.retention.max_log_bytes;
+    if state.log_bytes > bound {
+        let mut to_free = state.log_bytes - bound;
+        // Bounded work per call, even when the bytes belong to logs that cannot go.
+        for (id, log) in state.logs.iter().take(max.saturating_mul(10)) {
+            if to_free == 0 || out.logs.len() >= max {
+                break;
+            }
+            if planned.contains(id) {
+                to_free = to_free.saturating_sub(log.text.len() as u64);
+                continue;
+            }
+            if state.instances.get(id).is_some_and(|i| state.expirable(i)) {
+                to_free = to_free.saturating_sub(log.text.len() as u64);
+                out.logs.push(*id);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+    use crate::retention::validate;
+
+    /// An app `a` with job 1 (`j`), and `n` instances run at t = 1000, 2000, ...,
+    /// each canceled (finished) at the same time it was created.
+    fn state_with(n: u64) -> State {
+        let mut s = State::default();
+        s.apply(&Command::CreateApp {
+            name: "a".into(),
+            secret: "s".into(),
+            now_ms: 0,
+        });
+        let spec = serde_json::from_value(serde_json::json!({
+            "app": "a", "name": "j", "schedule": {"type": "api"},
+            "processor": {"type": "shell", "script": "true"}
+        }))
+        .expect("spec");
+        s.apply(&Command::CreateJob { spec, now_ms: 0 });
+        for i in 1..=n {
+            let t = i as i64 * 1000;
+            s.apply(&Command::RunJob {
+                job: JobId(1),
+                params: String::new(),
+                now_ms: t,
+            });
+            s.apply(&Command::CancelInstance {
+                instance: InstanceId(i),
+                now_ms: t,
+            });
+        }
+        s
+    }
+
+    fn ids(v: &[InstanceId]) -> Vec<u64> {
+        v.iter().map(|i| i.0).collect()
+    }
+
+    #[test]
+    fn by_count_the_oldest_beyond_the_newest_n_expire() {
+        let mut s = state_with(5);
+        s.retention.max_count = 2;
+        let p = plan(&s, 6_000, 100);
+        assert_eq!(ids(&p.instances), [1, 2, 3]);
+        // A batch bound is honoured, oldest first.
+        assert_eq!(ids(&plan(&s, 6_000, 2).instances), [1, 2]);
+    }
+
+    #[test]
+    fn by_age_only_what_finished_before_the_cutoff_expires() {
+        let mut s = state_with(5);
+        s.retention.max_age_ms = 2_500;
+        // now 6000: cutoff 3500 → instances finished at 1000, 2000, 3000.
+        assert_eq!(ids(&plan(&s, 6_000, 100).instances), [1, 2, 3]);
+        assert!(plan(&s, 3_000, 100).is_empty());
+    }
+
+    #[test]
+    fn overrides_inherit_job_then_app_then_cluster() {
+        let mut s = state_with(4);
+        s.retention.max_count = 3;
+        assert_eq!(ids(&plan(&s, 5_000, 100).instances), [1]);
+        s.apps.get_mut("a").expect("app").retention.max_count = Some(2);
+        assert_eq!(ids(&plan(&s, 5_000, 100).instances), [1, 2]);
+        s.jobs.get_mut(&JobId(1)).expect("job").spec.retention.max_count = Some(1);
+        assert_eq!(ids(&plan(&s, 5_000, 100).instances), [1, 2, 3]);
+    }
+
+    #[test]
+    fn active_and_stop_pending_instances_and_the_delay_anchor_never_expire() {
+        let mut s = state_with(3);
+        s.retention.max_count = 1;
+        // A fourth instance still waiting: the oldest of a larger set, but active.
+        s.apply(&Command::RunJob {
+            job: JobId(1),
+            params: String::new(),
+            now_ms: 10_000,
+        });
+        let p = plan(&s, 20_000, 100);
+        assert!(!p.instances.contains(&InstanceId(4)), "{p:?}");
+        assert_eq!(ids(&p.instances), [1, 2, 3]);
+        // The job's newest fire is kept whatever the policy says.
+        s.jobs.get_mut(&JobId(1)).expect("job").last_fired_instance = Some(InstanceId(2));
+        assert_eq!(ids(&plan(&s, 20_000, 100).instances), [1, 3]);
+        // And apply refuses what is not expirable, whatever the proposer sent.
+        let before = s.instances.len();
+        s.apply(&Command::Expire {
+            instances: vec![InstanceId(2), InstanceId(4)],
+            logs: vec![],
+            now_ms: 20_000,
+        });
+        assert_eq!(s.instances.len(), before, "neither the anchor nor the active one went");
+    }
+
+    #[test]
+    fn logs_over_the_cluster_bound_go_oldest_first_and_the_instances_stay() {
+        let mut s = state_with(3);
+        for i in 1..=3u64 {
+            s.logs.entry(InstanceId(i)).or_default().text = "x".repeat(100);
+        }
+        s.rebuild_indexes();
+        assert_eq!(s.log_bytes, 300);
+        s.retention.max_log_bytes = 150;
+        let p = plan(&s, 4_000, 100);
+        assert!(p.instances.is_empty());
+        assert_eq!(ids(&p.logs), [1, 2]);
+        s.apply(&Command::Expire {
+            instances: vec![],
+            logs: p.logs,
+            now_ms: 4_000,
+        });
+        assert_eq!(s.log_bytes, 100);
+        assert!(s.instances[&InstanceId(1)].log_expired && s.instances.contains_key(&InstanceId(2)));
+    }
+
+    #[test]
+    fn a_retried_instance_logs_again_after_its_log_expired() {
+        let mut s = state_with(1);
+        s.logs.entry(InstanceId(1)).or_default().text = "old".into();
+        s.rebuild_indexes();
+        s.apply(&Command::Expire {
+            instances: vec![],
+            logs: vec![InstanceId(1)],
+            now_ms: 2_000,
+        });
+        assert!(s.instances[&InstanceId(1)].log_expired);
+        s.apply(&Command::RetryInstance {
+            instance: InstanceId(1),
+            now_ms: 3_000,
+        });
+        s.apply(&Command::Assign {
+            instance: InstanceId(1),
+            attempt: crate::types::Attempt(1),
+            worker: crate::types::WorkerId::new("w"),
+            incarnation: String::new(),
+            now_ms: 3_000,
+        });
+        let r = s.apply(&Command::AppendLog {
+            instance: InstanceId(1),
+            attempt: crate::types::Attempt(1),
+            offset: 0,
+            data: "new\n".into(),
+            cap: 1_000,
+        });
+        assert_eq!(r.0, Ok(crate::command::Reply::LogAppended { appended: true }));
+        assert!(!s.instances[&InstanceId(1)].log_expired);
+        assert_eq!(s.log_bytes, 4);
+    }
+
+    #[test]
+    fn an_expired_instance_is_counted_and_answers_expired_not_missing() {
+        let mut s = state_with(3);
+        s.apply(&Command::Expire {
+            instances: vec![InstanceId(1)],
+            logs: vec![],
+            now_ms: 9_000,
+        });
+        assert_eq!(s.jobs[&JobId(1)].expired, 1);
+        assert_eq!(s.expired_total, 1);
+        assert!(matches!(
+            s.instance(InstanceId(1)),
+            Err(crate::command::CommandError::Expired(m)) if m.contains("retention")
+        ));
+        assert!(matches!(
+            s.instance(InstanceId(99)),
+            Err(crate::command::CommandError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn zero_and_too_short_settings_are_refused() {
+        let zero = Retention {
+            max_age_ms: None,
+            max_count: Some(0),
+        };
+        assert!(validate("retention", &zero)
+            .unwrap_err()
+            .contains("max_count must be at least 1"));
+        let short = Retention {
+            max_age_ms: Some(0),
+            max_count: None,
+        };
+        assert!(validate("retention", &short).unwrap_err().contains("at least 1000"));
+        assert!(validate_cluster(None, None, Some(0))
+            .unwrap_err()
+            .contains("max_log_bytes"));
+        validate_cluster(Some(60_000), Some(1), Some(1 << 20)).expect("valid");
+    }
+}
