@@ -16,6 +16,11 @@
 //! An instance stopped and retried by the `StopDuringFailover` fault keeps its
 //! one instance per fire time and counts as ran (its first attempt started);
 //! STOPPED is terminal; its attempts are checked like any others.
+//!
+//! The `RetryWritesDuringFailover` fault adds a client that sends writes while
+//! the leader dies and sends each again through the next node until one
+//! answers, under one `Idempotency-Key` per write: every key must have had
+//! exactly one effect ([`check_writes`], `duplicated_writes` in the summary).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -23,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use qron_proto::api::{InstanceList, InstanceView, JobView, WorkerList};
+use qron_proto::api::{InstanceList, InstanceView, JobList, JobView, WorkerList};
 use serde_json::json;
 
 use crate::{epoch_ms, eventually, freeze_tree, process_alive, signal_all, thaw, ClusterOptions, TestCluster};
@@ -73,6 +78,12 @@ pub enum Fault {
     /// to fail over (its process paused for 2 s, its script running on): the retry
     /// must not run beside the stopped attempt.
     StopDuringFailover,
+    /// SIGKILL the leader while a client sends writes (a run-now of the burst job,
+    /// a job create) to the followers, each under one `Idempotency-Key`, some just
+    /// before the kill and some during the election. On any error, timeout or 5xx
+    /// the client sends the same write again, with the same key, through the next
+    /// node, until one answers: each key must have exactly one effect.
+    RetryWritesDuringFailover,
 }
 
 /// How much chaos, for how long.
@@ -87,6 +98,11 @@ pub struct Profile {
     pub tree_freezes: usize,
     pub worker_only_kills: usize,
     pub failover_stops: usize,
+    pub write_retry_kills: usize,
+    /// TEST ONLY, the guard of `RetryWritesDuringFailover` switched off: the client
+    /// sends its writes without an `Idempotency-Key`, so each retry is a fresh
+    /// request (what a naive client does).
+    pub retry_without_key: bool,
     /// Time between faults.
     pub spacing: Duration,
     /// Fixed-rate jobs (1 s each).
@@ -117,6 +133,8 @@ impl Profile {
             tree_freezes: 1,
             worker_only_kills: 1,
             failover_stops: 1,
+            write_retry_kills: 1,
+            retry_without_key: false,
             spacing: Duration::from_millis(3_500),
             jobs: 10,
             long_jobs: 2,
@@ -139,6 +157,7 @@ impl Profile {
             tree_freezes: 10,
             worker_only_kills: 10,
             failover_stops: 10,
+            write_retry_kills: 10,
             ..Profile::bounded(seed)
         }
     }
@@ -155,6 +174,7 @@ impl Profile {
             tree_freezes: 0,
             worker_only_kills: 0,
             failover_stops: 0,
+            write_retry_kills: 0,
             jobs: 3,
             long_jobs: 1,
             burst: 2,
@@ -174,6 +194,7 @@ impl Profile {
             Fault::FreezeWorkerTree => &mut self.tree_freezes,
             Fault::KillWorkerOnly => &mut self.worker_only_kills,
             Fault::StopDuringFailover => &mut self.failover_stops,
+            Fault::RetryWritesDuringFailover => &mut self.write_retry_kills,
         }
     }
 
@@ -189,6 +210,7 @@ impl Profile {
             (Fault::FreezeWorkerTree, self.tree_freezes),
             (Fault::KillWorkerOnly, self.worker_only_kills),
             (Fault::StopDuringFailover, self.failover_stops),
+            (Fault::RetryWritesDuringFailover, self.write_retry_kills),
         ] {
             faults.extend(std::iter::repeat_n(fault, n));
         }
@@ -241,6 +263,13 @@ pub struct Report {
     /// Fire times with two instances, (instance, attempt) started twice, overlapping attempts.
     pub doubled: usize,
     pub diverged_nodes: usize,
+    /// Writes the retrying client sent (`RetryWritesDuringFailover`), and how many
+    /// of them it had to send more than once.
+    pub client_writes: usize,
+    pub retried_writes: usize,
+    /// Client writes that took effect more than once: a run key with two
+    /// instances, or a create answered 409 by its own first copy.
+    pub duplicated_writes: usize,
     /// From each leader SIGKILL to the next processor start anywhere.
     pub failover_ms: Vec<i64>,
     pub problems: Vec<String>,
@@ -270,7 +299,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "chaos summary: jobs={} instances={} fires_checked={} fires_ran={} skipped_fires={} bad_skips={} lost={} doubled={} diverged_nodes={}",
+            "chaos summary: jobs={} instances={} fires_checked={} fires_ran={} skipped_fires={} bad_skips={} lost={} doubled={} client_writes={} retried_writes={} duplicated_writes={} diverged_nodes={}",
             self.jobs,
             self.instances,
             self.fires_checked,
@@ -279,6 +308,9 @@ impl Report {
             self.bad_skips,
             self.lost,
             self.doubled,
+            self.client_writes,
+            self.retried_writes,
+            self.duplicated_writes,
             self.diverged_nodes
         );
         let _ = writeln!(
@@ -665,6 +697,12 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
     let mut injected = Injected {
         journal: journal.clone(),
         rng: SplitMix(profile.seed ^ 0xFA11),
+        burst_job: burst_job.id,
+        retry_without_key: profile.retry_without_key,
+        holds_answers: profile
+            .server_args
+            .iter()
+            .any(|a| a == "--unsafe-test-hold-forward-answers"),
         ..Injected::default()
     };
     tokio::time::sleep(Duration::from_millis((t0 - epoch_ms()).max(0) as u64)).await;
@@ -703,7 +741,9 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
             *report.hits.entry(format!("{fault:?}")).or_default() += 1;
         }
     }
-    let Injected { kills, outages, .. } = injected;
+    let Injected {
+        kills, outages, writes, ..
+    } = injected;
 
     // Heal: everything that is down comes back.
     for id in c.servers.keys().copied().collect::<Vec<_>>() {
@@ -736,6 +776,7 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
         &journal,
         &kills,
         &outages,
+        &writes,
         &mut report,
     )
     .await?;
@@ -760,6 +801,17 @@ struct Injected {
     journal: PathBuf,
     /// Picks a worker when no long attempt runs.
     rng: SplitMix,
+    /// The run-now job the retrying client runs.
+    burst_job: u64,
+    /// The client's guard switched off (see [`Profile::retry_without_key`]).
+    retry_without_key: bool,
+    /// Whether the servers hold back answers to forwarded writes (their test
+    /// mode): then the leader is killed once it holds the client's first writes.
+    holds_answers: bool,
+    /// What the retrying client sent, and what it was answered.
+    writes: Vec<ClientWrite>,
+    /// Keys made so far (each write gets the next).
+    write_keys: usize,
 }
 
 impl Fault {
@@ -769,6 +821,7 @@ impl Fault {
         match self {
             Fault::FreezeWorkerTree => FREEZE_MS as i64 + 2_000,
             Fault::StopDuringFailover => SLOW_FAILOVER_MS + 1_000,
+            Fault::RetryWritesDuringFailover => 3_000,
             _ => 0,
         }
     }
@@ -918,6 +971,7 @@ async fn inject(c: &mut TestCluster, fault: Fault, x: &mut Injected) -> anyhow::
             c.restart(l)?;
             return Ok(retried_at.is_some());
         }
+        Fault::RetryWritesDuringFailover => return writes_during_failover(c, x).await,
     }
     Ok(false)
 }
@@ -1008,6 +1062,219 @@ async fn post_until_answered(
     .await
 }
 
+/// How long one send of the retrying client waits for an answer: longer than a
+/// follower tries to get a forwarded write answered (2 s), so it hears the 503.
+const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the retrying client sends one write again before it gives up.
+const CLIENT_GIVES_UP: Duration = Duration::from_secs(40);
+
+/// What a write of the retrying client does. Its key also names it in the state
+/// (the run's params, the new job's name), so the checker can count its effects
+/// whether or not the key was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// `POST /api/v1/jobs/{job}/run` with the key as its params.
+    Run { job: u64 },
+    /// `POST /api/v1/jobs`: an API-only job named after the key.
+    CreateJob,
+}
+
+/// One write of the retrying client, and how it went.
+#[derive(Debug, Clone)]
+pub struct ClientWrite {
+    pub key: String,
+    pub kind: WriteKind,
+    /// How many times it was sent (1: the first node answered).
+    pub sends: u32,
+    /// The answer (status, body); `None` if no node answered before the client gave up.
+    pub answer: Option<(u16, serde_json::Value)>,
+}
+
+impl ClientWrite {
+    fn new(key: String, kind: WriteKind) -> ClientWrite {
+        ClientWrite {
+            key,
+            kind,
+            sends: 0,
+            answer: None,
+        }
+    }
+
+    fn path_and_body(&self) -> (String, serde_json::Value) {
+        match self.kind {
+            WriteKind::Run { job } => (format!("/api/v1/jobs/{job}/run"), json!({"params": self.key})),
+            WriteKind::CreateJob => (
+                "/api/v1/jobs".to_owned(),
+                json!({"app": "chaos", "name": self.key, "schedule": {"type": "api"},
+                       "processor": {"type": "shell", "script": "true"}}),
+            ),
+        }
+    }
+}
+
+/// The retrying client: sends `write` to `urls[first]` and, after any error,
+/// timeout or 5xx, the same bytes to the next node in turn, until a node answers
+/// or [`CLIENT_GIVES_UP`] has passed. Under its key if `with_key`; else each send
+/// is a fresh request.
+async fn send_until_answered(
+    http: reqwest::Client,
+    urls: Vec<String>,
+    first: usize,
+    mut write: ClientWrite,
+    with_key: bool,
+) -> ClientWrite {
+    let (path, body) = write.path_and_body();
+    let body = body.to_string();
+    let deadline = std::time::Instant::now() + CLIENT_GIVES_UP;
+    let mut node = first;
+    loop {
+        write.sends += 1;
+        let mut req = http
+            .post(format!("{}{path}", urls[node]))
+            .timeout(CLIENT_SEND_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone());
+        if with_key {
+            req = req.header("Idempotency-Key", write.key.as_str());
+        }
+        if let Ok(r) = req.send().await {
+            let status = r.status().as_u16();
+            if status < 500 {
+                if let Ok(text) = r.text().await {
+                    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                    write.answer = Some((status, value));
+                    return write;
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return write;
+        }
+        node = (node + 1) % urls.len();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many answers the test mode `--unsafe-test-hold-forward-answers` has held
+/// back on server `id` so far (its log says so for each).
+fn held_answers(c: &TestCluster, id: u64) -> usize {
+    c.server(id)
+        .ok()
+        .and_then(|s| std::fs::read_to_string(&s.log_path).ok())
+        .map_or(0, |log| log.matches("TEST: holding the answer").count())
+}
+
+/// The `RetryWritesDuringFailover` fault: a run-now and a job create through each
+/// follower, the leader's SIGKILL (when it holds their answers, in the servers'
+/// test mode that holds them; else after a seeded delay of up to 300 ms), one
+/// more write through each follower during the election, and the killed leader
+/// restarted. True if some write had to be sent more than once (else the fault
+/// tested nothing).
+async fn writes_during_failover(c: &mut TestCluster, x: &mut Injected) -> anyhow::Result<bool> {
+    let l = c.wait_leader(Duration::from_secs(20)).await?;
+    let ids: Vec<u64> = c.servers.keys().copied().collect();
+    let urls: Vec<String> = c.servers.values().map(crate::Server::url).collect();
+    let followers: Vec<usize> = (0..ids.len()).filter(|i| ids[*i] != l).collect();
+    let http = reqwest::Client::new();
+    let with_key = !x.retry_without_key;
+    let client = |x: &mut Injected, kind: WriteKind, first: usize| {
+        x.write_keys += 1;
+        let write = ClientWrite::new(format!("client-write-{}", x.write_keys), kind);
+        tokio::spawn(send_until_answered(http.clone(), urls.clone(), first, write, with_key))
+    };
+    let run = WriteKind::Run { job: x.burst_job };
+    let held_before = held_answers(c, l);
+    let mut sent = Vec::new();
+    for f in &followers {
+        sent.push(client(x, run, *f));
+        sent.push(client(x, WriteKind::CreateJob, *f));
+    }
+    tokio::time::sleep(Duration::from_millis(x.rng.next_u64() % 300)).await;
+    if x.holds_answers {
+        // The leader has committed the first writes and holds their answers: the
+        // SIGKILL loses them for sure.
+        let c = &*c;
+        let n = sent.len();
+        let _ = eventually(
+            Duration::from_secs(3),
+            "the leader to hold the first answers",
+            || async { (held_answers(c, l) >= held_before + n).then_some(()) },
+        )
+        .await;
+    }
+    x.kills.push(epoch_ms());
+    c.kill(l)?;
+    for (k, f) in followers.iter().enumerate() {
+        sent.push(client(x, if k % 2 == 0 { run } else { WriteKind::CreateJob }, *f));
+    }
+    c.wait_leader(Duration::from_secs(20)).await?;
+    c.restart(l)?;
+    let mut retried = false;
+    for task in sent {
+        let w = task.await?;
+        retried |= w.sends > 1;
+        x.writes.push(w);
+    }
+    Ok(retried)
+}
+
+/// Invariant 4 (and 3, for writes) over the retrying client's writes: each key
+/// had exactly one effect. A run key has one instance, the one its 201 named; a
+/// create key one job, the one its 201 named; and no create was answered 409: its
+/// name is its key's own, so only an earlier copy of the same write can have
+/// taken it (the write acted twice: once made, once refused). A write that no
+/// node answered may have had one effect or none. Adds to `report`.
+pub fn check_writes(writes: &[ClientWrite], instances: &[InstanceView], jobs: &[JobView], report: &mut Report) {
+    for w in writes {
+        report.client_writes += 1;
+        report.retried_writes += usize::from(w.sends > 1);
+        let (effects, what): (Vec<u64>, &str) = match w.kind {
+            WriteKind::Run { job } => (
+                instances
+                    .iter()
+                    .filter(|i| i.job_id == job && i.params == w.key)
+                    .map(|i| i.id)
+                    .collect(),
+                "instances",
+            ),
+            WriteKind::CreateJob => (
+                jobs.iter().filter(|j| j.spec.name == w.key).map(|j| j.id).collect(),
+                "jobs",
+            ),
+        };
+        let said = format!("write {} ({:?}, sent {} times)", w.key, w.kind, w.sends);
+        if effects.len() > 1 {
+            report.duplicated_writes += effects.len() - 1;
+            report
+                .problems
+                .push(format!("{said} made {} {what}: {effects:?}", effects.len()));
+        }
+        match &w.answer {
+            None => {
+                report.lost += 1;
+                report.problems.push(format!("{said} got no answer from any node"));
+            }
+            Some((201, body)) => {
+                let named = body["id"].as_u64();
+                if !named.is_some_and(|id| effects.contains(&id)) {
+                    report.lost += 1;
+                    report.problems.push(format!(
+                        "{said} was answered 201 with id {named:?}, but its {what} are {effects:?}"
+                    ));
+                }
+            }
+            Some((409, body)) if w.kind == WriteKind::CreateJob => {
+                report.duplicated_writes += 1;
+                report.problems.push(format!(
+                    "{said} was answered 409 though the job {effects:?} is its own first copy's: {body}"
+                ));
+            }
+            Some((status, body)) => report.problems.push(format!("{said} was refused {status}: {body}")),
+        }
+    }
+}
+
 /// Where a chaos run's processors get the time: milliseconds since the epoch.
 pub const SCRIPT_CLOCK: &str = "$(date +%s%3N)";
 
@@ -1043,6 +1310,7 @@ async fn check(
     journal: &Path,
     kills: &[i64],
     outages: &[Outage],
+    writes: &[ClientWrite],
     report: &mut Report,
 ) -> anyhow::Result<()> {
     // 2. Everything terminal within the bound.
@@ -1107,6 +1375,12 @@ async fn check(
     report.doubled += doubled;
     report.problems.extend(problems);
 
+    // 4. (and 3. for writes) Every client write took effect once.
+    if !writes.is_empty() {
+        let jobs: JobList = c.get(leader, "/api/v1/jobs?app=chaos").await?;
+        check_writes(writes, &all, &jobs.jobs, report);
+    }
+
     // Failover: from each SIGKILL of the leader to the next processor start.
     let mut starts: Vec<i64> = lines.iter().filter(|l| l.event == "start").map(|l| l.at_ms).collect();
     starts.sort_unstable();
@@ -1147,7 +1421,8 @@ mod tests {
         ] {
             assert_eq!(a.iter().filter(|f| **f == worker_fault).count(), 1);
         }
-        assert_eq!(a.len(), 18);
+        assert_eq!(a.iter().filter(|f| **f == Fault::RetryWritesDuringFailover).count(), 1);
+        assert_eq!(a.len(), 19);
         let only = Profile::only(7, Fault::KillWorkerOnly, 3).schedule();
         assert_eq!(only, vec![Fault::KillWorkerOnly; 3]);
     }
@@ -1312,6 +1587,69 @@ mod tests {
             .all(|s| s.ended && s.from_ms > 1_000_000_000_000 && s.to_ms >= s.from_ms));
         assert!(s[1].to_ms - s[1].from_ms >= 3 * ALIVE_EVERY_MS as i64, "{s:?}");
         assert_eq!(check_journal(&lines), (0, vec![]));
+    }
+
+    fn job_named(id: u64, name: &str) -> JobView {
+        serde_json::from_value(json!({
+            "id": id, "app": "chaos", "name": name, "schedule": {"type": "api"},
+            "processor": {"type": "shell", "script": "true"},
+            "created_at_ms": 0, "updated_at_ms": 0, "last_fire_ms": null
+        }))
+        .expect("a job view")
+    }
+
+    fn write(key: &str, kind: WriteKind, sends: u32, answer: Option<(u16, serde_json::Value)>) -> ClientWrite {
+        ClientWrite {
+            key: key.into(),
+            kind,
+            sends,
+            answer,
+        }
+    }
+
+    #[test]
+    fn the_write_check_finds_writes_that_acted_twice() {
+        let run = WriteKind::Run { job: 9 };
+        let mut a = fired(50, 9, 0, "SUCCEEDED", "succeeded");
+        a.params = "k1".into();
+        let mut b = fired(51, 9, 0, "SUCCEEDED", "succeeded");
+        b.params = "k3".into();
+        let mut b2 = b.clone();
+        b2.id = 52;
+        let instances = [a, b, b2];
+        let jobs = [job_named(7, "k2"), job_named(8, "k4")];
+        // Retried under their keys: one effect each, answered with it.
+        let clean = [
+            write("k1", run, 3, Some((201, json!({"id": 50})))),
+            write("k2", WriteKind::CreateJob, 2, Some((201, json!({"id": 7})))),
+        ];
+        let mut r = Report::default();
+        check_writes(&clean, &instances, &jobs, &mut r);
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!((r.client_writes, r.retried_writes, r.duplicated_writes), (2, 2, 0));
+        // Retried as fresh requests: a run made twice, a create refused by its own first copy.
+        let twice = [
+            write("k3", run, 2, Some((201, json!({"id": 52})))),
+            write(
+                "k4",
+                WriteKind::CreateJob,
+                2,
+                Some((409, json!({"error": {"code": "conflict"}}))),
+            ),
+        ];
+        let mut r = Report::default();
+        check_writes(&twice, &instances, &jobs, &mut r);
+        assert_eq!(r.duplicated_writes, 2, "{:?}", r.problems);
+        assert!(r.problems[0].contains("made 2 instances: [51, 52]"), "{:?}", r.problems);
+        assert!(r.problems[1].contains("answered 409"), "{:?}", r.problems);
+        // Answered but not there, or never answered: lost.
+        let lost = [
+            write("k5", run, 1, Some((201, json!({"id": 99})))),
+            write("k6", WriteKind::CreateJob, 9, None),
+        ];
+        let mut r = Report::default();
+        check_writes(&lost, &instances, &jobs, &mut r);
+        assert_eq!((r.lost, r.duplicated_writes), (2, 0), "{:?}", r.problems);
     }
 
     const T0: i64 = 1_000_000;

@@ -1,14 +1,18 @@
 //! The bounded chaos profile (CI): 10 leader kills, 2 leader pauses, a follower
 //! kill, a worker kill, a kill of every server, a frozen worker tree, a worker
-//! killed alone and a stop during a failover, under fixed-rate and run-now
-//! load; then the invariant checker must find nothing.
+//! killed alone, a stop during a failover and a leader kill under a client that
+//! retries its writes through the next node, under fixed-rate and run-now load;
+//! then the invariant checker must find nothing.
 //!
 //! And the checker's own tests: a deliberately broken server (dispatch sent
-//! before its assignment is committed) must make it fail; and for each of the
-//! three worker-side guards of rule 11 (docs/rules.md), a short run of the one
-//! fault it answers must fail with the guard switched off (a hidden test flag)
-//! and pass with it on. `QRON_CHAOS_PROFILE=long` runs those pairs with more
-//! faults each (too slow for CI).
+//! before its assignment is committed) must make it fail; for each of the three
+//! worker-side guards of rule 11 (docs/rules.md), a short run of the one fault
+//! it answers must fail with the guard switched off (a hidden test flag) and
+//! pass with it on; and the same for the idempotency key of rule 13: a client
+//! that retries its writes without a key during a leader kill must make the
+//! checker report duplicated writes, and with its key, none.
+//! `QRON_CHAOS_PROFILE=long` runs those pairs with more faults each (too slow
+//! for CI).
 
 use qron_chaos_tests::chaos::{run, Fault, Profile, Report, MIN_RAN_PERCENT};
 
@@ -72,7 +76,8 @@ async fn the_checker_fails_on_a_server_that_dispatches_before_commit() -> anyhow
     Ok(())
 }
 
-/// Which guard of rule 11 a pair of runs switches off, and the one fault it answers.
+/// Which guard (of rule 11, or the key of rule 13) a pair of runs switches off,
+/// and the one fault it answers.
 #[derive(Clone, Copy)]
 enum Guard {
     /// The worker lease (`qron-worker --unsafe-test-no-lease`).
@@ -81,6 +86,9 @@ enum Guard {
     ScriptsDieWithWorker,
     /// Stops are confirmed before a retry (`qron-server --unsafe-test-unconfirmed-stops`).
     ConfirmedStops,
+    /// A client sends a write again under its `Idempotency-Key` (off: as a fresh
+    /// request, `Profile::retry_without_key`).
+    IdempotencyKey,
 }
 
 impl Guard {
@@ -89,38 +97,59 @@ impl Guard {
             Guard::Lease => Fault::FreezeWorkerTree,
             Guard::ScriptsDieWithWorker => Fault::KillWorkerOnly,
             Guard::ConfirmedStops => Fault::StopDuringFailover,
+            Guard::IdempotencyKey => Fault::RetryWritesDuringFailover,
         }
     }
 
     /// The short run of its fault alone: 2 faults in CI, 8 in the long profile.
     /// `on: false` switches the guard off; the runs are otherwise the same (the
     /// environment that allows test modes is set in both).
+    ///
+    /// The key's pair runs its servers in both runs with the test mode that holds
+    /// back the answers of committed forwarded writes (`--unsafe-test-hold-forward-answers`):
+    /// the leader is killed while it holds the client's first writes, so some
+    /// write is applied and its answer lost for sure, and its follower's own
+    /// retries hit held answers on the next leader too; the client then sends it
+    /// again. Without run-now bursts: they would be held as well.
     fn profile(self, on: bool) -> Profile {
         let n = if long_profile() { 8 } else { 2 };
         let mut p = Profile::only(seed(), self.fault(), n);
         let allow = vec![("QRON_ALLOW_UNSAFE_TEST_MODES".to_owned(), "1".to_owned())];
         p.server_env = allow.clone();
         p.worker_env = allow;
+        if let Guard::IdempotencyKey = self {
+            p.server_args = vec!["--unsafe-test-hold-forward-answers".into(), "100".into()];
+            p.burst = 0;
+        }
         if !on {
             match self {
                 Guard::Lease => p.worker_args = vec!["--unsafe-test-no-lease".into()],
                 Guard::ScriptsDieWithWorker => p.worker_args = vec!["--unsafe-test-orphan-scripts".into()],
                 Guard::ConfirmedStops => p.server_args = vec!["--unsafe-test-unconfirmed-stops".into()],
+                Guard::IdempotencyKey => p.retry_without_key = true,
             }
         }
         p
     }
+
+    /// Whether the checker reported what this guard prevents.
+    fn broken(self, report: &Report) -> bool {
+        match self {
+            Guard::IdempotencyKey => report.duplicated_writes > 0,
+            _ => report.doubled > 0 && report.problems.iter().any(|p| p.contains("while attempt")),
+        }
+    }
 }
 
 /// The fault with its guard switched off: the checker must find two attempts of
-/// one instance at once.
+/// one instance at once (for the key: a write that took effect twice).
 async fn fails_without(guard: Guard) -> anyhow::Result<Report> {
     let profile = guard.profile(false);
     let report = run(&profile, None).await?;
     eprintln!("guard OFF:\n{}", report.summary());
     assert!(
-        report.doubled > 0 && report.problems.iter().any(|p| p.contains("while attempt")),
-        "the checker did not see two attempts at once with the guard off:\n{}",
+        guard.broken(&report),
+        "the checker did not see what the guard prevents, with the guard off:\n{}",
         report.summary()
     );
     Ok(report)
@@ -172,4 +201,14 @@ async fn the_checker_fails_on_a_retry_that_does_not_wait_for_the_stop() -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_failover_then_retry_runs_nothing_twice_with_confirmed_stops() -> anyhow::Result<()> {
     passes_with(Guard::ConfirmedStops).await.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_fails_on_a_client_that_retries_writes_without_a_key() -> anyhow::Result<()> {
+    fails_without(Guard::IdempotencyKey).await.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_retried_through_other_nodes_under_one_key_act_once_while_the_leader_dies() -> anyhow::Result<()> {
+    passes_with(Guard::IdempotencyKey).await.map(drop)
 }

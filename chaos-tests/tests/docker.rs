@@ -4,6 +4,13 @@
 //! healing the old leader rejoins as a follower. Then `docker kill` of the
 //! leader during dispatch. The invariants hold throughout.
 //!
+//! And a worker cut off while it runs a long journaled attempt, past the
+//! servers' worker timeout: the leader retries the instance on the other worker,
+//! and the chaos checker's overlap check (`check_journal`) must find the two
+//! attempts one after the other, since the cut-off worker's lease lapsed and it
+//! killed its attempt first (rule 11). The same scenario with the lease switched
+//! off (`--unsafe-test-no-lease`) must make the check report the overlap.
+//!
 //! `#[ignore]`d by default, because it needs a Docker engine and docker-compose:
 //! `scripts/test.sh` runs it (`--run-ignored all`) where `docker info` answers,
 //! and otherwise says why it is skipped; the runner's summary counts it as
@@ -15,9 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use qron_chaos_tests::chaos::{check_fires, check_journal, expected_fires, read_journal, wait_last_fire, Report};
+use qron_chaos_tests::chaos::{
+    check_fires, check_journal, expected_fires, journal_script, read_journal, spans, wait_last_fire, Report, Span,
+};
 use qron_chaos_tests::{epoch_ms, eventually, free_port};
-use qron_proto::api::{ClusterView, DigestView, InstanceList, JobView, WorkerList};
+use qron_proto::api::{ClusterView, DigestView, InstanceList, InstanceView, JobView, WorkerList};
 use serde_json::json;
 
 fn sh(cmd: &mut Command) -> anyhow::Result<String> {
@@ -50,6 +59,23 @@ struct Compose {
 }
 
 impl Compose {
+    /// A project of its own (`tag` tells two scenarios of one test process apart),
+    /// HTTP on free ports of 127.0.0.1, the workers' journal in `journal_dir`.
+    fn new(tag: &str, journal_dir: &Path) -> anyhow::Result<Compose> {
+        let ports: BTreeMap<u64, u16> = [(1, free_port()?), (2, free_port()?), (3, free_port()?)].into();
+        Ok(Compose {
+            root: root(),
+            project: format!("qronchaos{}{tag}", std::process::id()),
+            env: vec![
+                ("QRON_PORT1".into(), ports[&1].to_string()),
+                ("QRON_PORT2".into(), ports[&2].to_string()),
+                ("QRON_PORT3".into(), ports[&3].to_string()),
+                ("QRON_JOURNAL_DIR".into(), journal_dir.display().to_string()),
+            ],
+            ports,
+        })
+    }
+
     fn cmd(&self) -> Command {
         let mut c = Command::new("docker-compose");
         c.current_dir(&self.root)
@@ -63,6 +89,25 @@ impl Compose {
 
     fn container(&self, node: u64) -> String {
         format!("{}_qron{node}_1", self.project)
+    }
+
+    /// The container of a worker started with [`Compose::run_worker`].
+    fn worker_container(&self, worker: &str) -> String {
+        format!("{}_{worker}", self.project)
+    }
+
+    /// Starts the compose service `worker` (`worker1` or `worker2`) as a one-off
+    /// container named [`Compose::worker_container`], with `--worker-id worker`
+    /// and `extra` flags, test modes allowed (`docker-compose down` removes it).
+    fn run_worker(&self, worker: &str, extra: &[&str]) -> anyhow::Result<()> {
+        sh(self
+            .cmd()
+            .args(["run", "-d", "--name", &self.worker_container(worker)])
+            .args(["-e", "QRON_ALLOW_UNSAFE_TEST_MODES=1", worker])
+            .args(["--seeds", "qron1:7701,qron2:7701,qron3:7701", "--app", "demo"])
+            .args(["--secret", "demo-secret", "--worker-id", worker])
+            .args(extra))?;
+        Ok(())
     }
 
     fn network(&self) -> String {
@@ -113,28 +158,22 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A host directory the containers' scripts append their journal to.
+fn journal_dir() -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new().prefix("qron-docker-journal-").tempdir()?;
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    Ok(dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Docker engine and docker-compose: scripts/test.sh runs it where `docker info` answers"]
 async fn partitioned_leader_stops_and_rejoins_and_killed_container_recovers() -> anyhow::Result<()> {
     if let Some(why) = docker_missing() {
         anyhow::bail!("the container scenario was asked to run but cannot: {why}");
     }
-    let root = root();
-    sh(Command::new("bash").arg("deploy/build-image.sh").current_dir(&root))?;
-    let journal_dir = tempfile::Builder::new().prefix("qron-docker-journal-").tempdir()?;
-    std::fs::set_permissions(journal_dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
-    let ports: BTreeMap<u64, u16> = [(1, free_port()?), (2, free_port()?), (3, free_port()?)].into();
-    let c = Compose {
-        root: root.clone(),
-        project: format!("qronchaos{}", std::process::id()),
-        env: vec![
-            ("QRON_PORT1".into(), ports[&1].to_string()),
-            ("QRON_PORT2".into(), ports[&2].to_string()),
-            ("QRON_PORT3".into(), ports[&3].to_string()),
-            ("QRON_JOURNAL_DIR".into(), journal_dir.path().display().to_string()),
-        ],
-        ports,
-    };
+    sh(Command::new("bash").arg("deploy/build-image.sh").current_dir(root()))?;
+    let journal_dir = journal_dir()?;
+    let c = Compose::new("", journal_dir.path())?;
     sh(c.cmd().args(["up", "-d", "qron1", "qron2", "qron3"]))?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let all = [1u64, 2, 3];
@@ -303,5 +342,165 @@ async fn partitioned_leader_stops_and_rejoins_and_killed_container_recovers() ->
     .await?;
     assert_eq!(doubled, 0, "{problems:?}");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// The clock of a journal line in the image: busybox's `date` has no `%N`, so
+/// whole seconds. Attempts that run one after the other still never look like
+/// an overlap (a later line never reads earlier than an earlier one), and the
+/// overlap the check must see lasts seconds.
+const SECONDS_CLOCK: &str = "$(date +%s)000";
+
+/// How many `alive` lines (one every 200 ms) the cut-off worker's job writes:
+/// 8 s, so that an attempt that outlives the cut (guard off) still runs when
+/// the retry starts, about 4 s after the cut.
+const CUT_JOB_TICKS: u32 = 40;
+
+/// What the worker partition scenario saw.
+struct WorkerCut {
+    /// The worker that was cut off, and the instance it ran.
+    worker: String,
+    /// Every attempt of the instance, from the journal.
+    attempts: Vec<Span>,
+    /// `check_journal`'s verdict on the whole journal.
+    doubled: usize,
+    problems: Vec<String>,
+}
+
+/// Three servers and two workers (`extra` flags for both), one long journaled
+/// run-now instance; the worker running it is cut off the network until the
+/// leader has retried the instance on the other worker, then reconnected; once
+/// the retry has ended and both workers are back, the journal is checked.
+async fn cut_off_the_worker_of_a_running_attempt(tag: &str, extra: &[&str]) -> anyhow::Result<WorkerCut> {
+    if let Some(why) = docker_missing() {
+        anyhow::bail!("the container scenario was asked to run but cannot: {why}");
+    }
+    sh(Command::new("bash").arg("deploy/build-image.sh").current_dir(root()))?;
+    let journal_dir = journal_dir()?;
+    let journal = journal_dir.path().join("journal");
+    let c = Compose::new(tag, journal_dir.path())?;
+    sh(c.cmd().args(["up", "-d", "qron1", "qron2", "qron3"]))?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let all = [1u64, 2, 3];
+    let leader = eventually(Duration::from_secs(60), "a leader in the containers", || {
+        leader_of(&http, &c, &all)
+    })
+    .await?;
+    let post = |path: &str, body: serde_json::Value| {
+        let (http, url) = (http.clone(), format!("{}{path}", c.url(leader)));
+        async move {
+            let r = http.post(&url).json(&body).send().await?;
+            anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+            Ok::<_, anyhow::Error>(r.json::<serde_json::Value>().await?)
+        }
+    };
+    let connected = || async {
+        let l: WorkerList = get(&http, &format!("{}/api/v1/workers", c.url(leader))).await?;
+        (l.workers.iter().filter(|w| w.connected).count() == 2).then_some(())
+    };
+    post("/api/v1/apps", json!({"name": "demo", "secret": "demo-secret"})).await?;
+    for w in ["worker1", "worker2"] {
+        c.run_worker(w, extra)?;
+    }
+    eventually(Duration::from_secs(60), "both workers connected", connected).await?;
+
+    let script = journal_script("/journal/journal", CUT_JOB_TICKS, SECONDS_CLOCK);
+    let job = post(
+        "/api/v1/jobs",
+        json!({"app": "demo", "name": "long", "instance_retries": 2,
+               "retry_backoff": {"initial_ms": 100, "multiplier": 2, "max_ms": 1000},
+               "schedule": {"type": "api"}, "processor": {"type": "shell", "script": script}}),
+    )
+    .await?;
+    let job = job["id"].as_u64().unwrap_or(0);
+    let instance = post(&format!("/api/v1/jobs/{job}/run"), json!({})).await?;
+    let id = instance["id"].as_u64().unwrap_or(0);
+    // Attempt `n` once it has written `alive` lines of `ticks` ticks.
+    let attempt = |n: u32, ticks: u32| {
+        let journal = &journal;
+        move || async move {
+            spans(&read_journal(journal))
+                .remove(&id)?
+                .into_iter()
+                .find(|s| s.attempt == n && s.alive_lines >= ticks)
+        }
+    };
+    let first = eventually(Duration::from_secs(30), "the first attempt to run", attempt(1, 1)).await?;
+
+    // Cut its worker off, past the worker timeout (3 s): the leader retries the
+    // instance on the other worker. The cut lasts until the retry has run for 2 s
+    // (10 ticks): a cut-off attempt that runs on (no lease) then writes lines
+    // seconds after the retry started, before the reconnected worker is told to
+    // stop it.
+    let cut_at = epoch_ms();
+    let network = c.network();
+    let container = c.worker_container(&first.worker);
+    sh(Command::new("docker").args(["network", "disconnect", &network, &container]))?;
+    let retry = eventually(
+        Duration::from_secs(30),
+        "the retry to run on the other worker",
+        attempt(2, 10),
+    )
+    .await;
+    sh(Command::new("docker").args(["network", "connect", &network, &container]))?;
+    let retry = retry?;
+    eprintln!(
+        "cut {} off at {cut_at}; attempt 2 started on {} at {} (second resolution); reconnected at {}",
+        first.worker,
+        retry.worker,
+        retry.from_ms,
+        epoch_ms()
+    );
+    anyhow::ensure!(retry.worker != first.worker, "the retry ran on the cut-off worker");
+
+    // The retry runs to its end, the cut-off worker registers again; only then is
+    // the journal complete (an attempt that outlived the cut ran beside the retry).
+    eventually(Duration::from_secs(30), "the instance to end", || async {
+        let i: InstanceView = get(&http, &format!("{}/api/v1/instances/{id}", c.url(leader))).await?;
+        ["SUCCEEDED", "FAILED", "CANCELED", "STOPPED"]
+            .contains(&i.status.as_str())
+            .then_some(())
+    })
+    .await?;
+    eventually(Duration::from_secs(30), "the cut-off worker to come back", connected).await?;
+    let lines = read_journal(&journal);
+    let (doubled, problems) = check_journal(&lines);
+    Ok(WorkerCut {
+        worker: first.worker,
+        attempts: spans(&lines).remove(&id).unwrap_or_default(),
+        doubled,
+        problems,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and docker-compose: scripts/test.sh runs it where `docker info` answers"]
+async fn a_worker_cut_off_mid_attempt_kills_it_before_the_retry_runs() -> anyhow::Result<()> {
+    let cut = cut_off_the_worker_of_a_running_attempt("lease", &[]).await?;
+    eprintln!("attempts: {:?}", cut.attempts);
+    assert_eq!(cut.doubled, 0, "{}", cut.problems.join("\n"));
+    assert!(cut.problems.is_empty(), "{}", cut.problems.join("\n"));
+    // The lease killed the first attempt (no end line) before the retry started.
+    let [first, retry] = cut.attempts.as_slice() else {
+        panic!("expected two attempts: {:?}", cut.attempts);
+    };
+    assert_eq!(first.worker, cut.worker);
+    assert!(!first.ended, "the cut-off attempt ran to its end: {first:?}");
+    assert!(first.to_ms <= retry.from_ms, "{first:?} / {retry:?}");
+    assert!(retry.ended, "the retry did not end: {retry:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and docker-compose: scripts/test.sh runs it where `docker info` answers"]
+async fn the_checker_fails_on_a_cut_off_worker_without_the_lease() -> anyhow::Result<()> {
+    let cut = cut_off_the_worker_of_a_running_attempt("nolease", &["--unsafe-test-no-lease"]).await?;
+    eprintln!("attempts: {:?}\nproblems: {:?}", cut.attempts, cut.problems);
+    assert!(
+        cut.doubled > 0 && cut.problems.iter().any(|p| p.contains("while attempt 1 ran")),
+        "the checker did not see the cut-off attempt run beside its retry: {:?} {:?}",
+        cut.attempts,
+        cut.problems
+    );
     Ok(())
 }

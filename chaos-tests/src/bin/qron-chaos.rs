@@ -13,10 +13,11 @@ use qron_chaos_tests::chaos::{run, Profile};
 #[derive(Clone, Copy, ValueEnum)]
 enum Which {
     /// 10 leader kills, 2 pauses, a follower, a worker and a full restart, one
-    /// each of the worker faults (tree freeze, worker-only kill, stop during failover) (CI).
+    /// each of the worker faults (tree freeze, worker-only kill, stop during
+    /// failover) and one leader kill under a client retrying its writes (CI).
     Bounded,
     /// 100 leader kills, 10 pauses, 10 follower and worker kills, 3 full restarts,
-    /// 10 of each worker fault.
+    /// 10 of each worker fault, 10 leader kills under a client retrying its writes.
     Long,
 }
 
