@@ -821,7 +821,8 @@ impl Fault {
         match self {
             Fault::FreezeWorkerTree => FREEZE_MS as i64 + 2_000,
             Fault::StopDuringFailover => SLOW_FAILOVER_MS + 1_000,
-            Fault::RetryWritesDuringFailover => 3_000,
+            // The clients' sends and retries (5 to 8 s when answers are held).
+            Fault::RetryWritesDuringFailover => 8_000,
             _ => 0,
         }
     }
@@ -1196,12 +1197,19 @@ async fn writes_during_failover(c: &mut TestCluster, x: &mut Injected) -> anyhow
         // SIGKILL loses them for sure.
         let c = &*c;
         let n = sent.len();
-        let _ = eventually(
+        // Without the hold the pair would depend on timing: fail the run instead.
+        let held = eventually(
             Duration::from_secs(3),
             "the leader to hold the first answers",
             || async { (held_answers(c, l) >= held_before + n).then_some(()) },
         )
         .await;
+        if let Err(e) = held {
+            for task in &sent {
+                task.abort();
+            }
+            return Err(e);
+        }
     }
     x.kills.push(epoch_ms());
     c.kill(l)?;

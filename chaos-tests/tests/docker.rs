@@ -365,6 +365,8 @@ struct WorkerCut {
     /// `check_journal`'s verdict on the whole journal.
     doubled: usize,
     problems: Vec<String>,
+    /// The cut-off worker container's log.
+    worker_log: String,
 }
 
 /// Three servers and two workers (`extra` flags for both), one long journaled
@@ -463,6 +465,8 @@ async fn cut_off_the_worker_of_a_running_attempt(tag: &str, extra: &[&str]) -> a
     })
     .await?;
     eventually(Duration::from_secs(30), "the cut-off worker to come back", connected).await?;
+    // What the cut-off worker said about it (both streams: tracing writes to stdout).
+    let worker_log = sh(Command::new("sh").args(["-c", &format!("docker logs {container} 2>&1")]))?;
     let lines = read_journal(&journal);
     let (doubled, problems) = check_journal(&lines);
     Ok(WorkerCut {
@@ -470,6 +474,7 @@ async fn cut_off_the_worker_of_a_running_attempt(tag: &str, extra: &[&str]) -> a
         attempts: spans(&lines).remove(&id).unwrap_or_default(),
         doubled,
         problems,
+        worker_log,
     })
 }
 
@@ -488,6 +493,12 @@ async fn a_worker_cut_off_mid_attempt_kills_it_before_the_retry_runs() -> anyhow
     assert!(!first.ended, "the cut-off attempt ran to its end: {first:?}");
     assert!(first.to_ms <= retry.from_ms, "{first:?} / {retry:?}");
     assert!(retry.ended, "the retry did not end: {retry:?}");
+    // And it was the lease that ended it (not, say, the worker dying with its scripts).
+    assert!(
+        cut.worker_log.contains("lost its lease"),
+        "the cut-off worker's log does not say its lease lapsed:\n{}",
+        cut.worker_log
+    );
     Ok(())
 }
 
