@@ -698,6 +698,7 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
         journal: journal.clone(),
         rng: SplitMix(profile.seed ^ 0xFA11),
         burst_job: burst_job.id,
+        long_jobs: acked_jobs.iter().take(profile.long_jobs).copied().collect(),
         retry_without_key: profile.retry_without_key,
         holds_answers: profile
             .server_args
@@ -812,6 +813,8 @@ struct Injected {
     writes: Vec<ClientWrite>,
     /// Keys made so far (each write gets the next).
     write_keys: usize,
+    /// The fixed-rate jobs whose attempts run for seconds.
+    long_jobs: Vec<u64>,
 }
 
 impl Fault {
@@ -897,7 +900,13 @@ async fn inject(c: &mut TestCluster, fault: Fault, x: &mut Injected) -> anyhow::
                 1_000 + FREEZE_PHASE_MS - phase
             };
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-            let (name, aimed) = aim(x);
+            // Best: the worker holding a long job's next fire for a later start (it
+            // starts after the freeze only if the lease is off, beside the retry the
+            // leader made meanwhile); else the one running a long attempt.
+            let (name, aimed) = match holder_of_next_long_fire(c, x).await {
+                Some(w) => (w, true),
+                None => aim(x),
+            };
             let pid = c
                 .worker(name)?
                 .pid()
@@ -979,6 +988,28 @@ async fn inject(c: &mut TestCluster, fault: Fault, x: &mut Injected) -> anyhow::
 
 /// The workers of a chaos run.
 const WORKERS: [&str; 2] = ["w1", "w2"];
+
+/// The worker a long job's next fire is assigned to, while it waits for its
+/// start (dispatched ahead, not yet started), by the leader's state.
+async fn holder_of_next_long_fire(c: &TestCluster, x: &Injected) -> Option<&'static str> {
+    let leader = c.agreed_leader().await?;
+    let now = epoch_ms();
+    for job in &x.long_jobs {
+        let path = format!("/api/v1/instances?job={job}&status=WAITING_WORKER_RECEIVE&stale=true");
+        let Ok(list) = c.get::<InstanceList>(leader, &path).await else {
+            continue;
+        };
+        let held = list
+            .instances
+            .iter()
+            .filter(|i| i.fire_time_ms.is_some_and(|t| t > now))
+            .find_map(|i| i.worker.as_deref().and_then(|w| WORKERS.iter().find(|n| **n == w)));
+        if let Some(w) = held {
+            return Some(w);
+        }
+    }
+    None
+}
 
 /// The worker to strike: the one running the long attempt that started last (the
 /// most of it is still to run), else one the seed picks. True if aimed.
