@@ -154,6 +154,22 @@ async fn leader_of(http: &reqwest::Client, c: &Compose, nodes: &[u64]) -> Option
     (own.state == "leader").then_some(l)
 }
 
+/// Builds the image, starts the three servers of the compose project `tag`
+/// (journal bind-mounted from `journal`) and waits for a leader: the project,
+/// an HTTP client and the leader's node number.
+async fn servers_up(tag: &str, journal: &std::path::Path) -> anyhow::Result<(Compose, reqwest::Client, u64)> {
+    sh(Command::new("bash").arg("deploy/build-image.sh").current_dir(root()))?;
+    let c = Compose::new(tag, journal)?;
+    sh(c.cmd().args(["up", "-d", "qron1", "qron2", "qron3"]))?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let all = [1u64, 2, 3];
+    let leader = eventually(Duration::from_secs(60), "a leader in the containers", || {
+        leader_of(&http, &c, &all)
+    })
+    .await?;
+    Ok((c, http, leader))
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -171,16 +187,9 @@ async fn partitioned_leader_stops_and_rejoins_and_killed_container_recovers() ->
     if let Some(why) = docker_missing() {
         anyhow::bail!("the container scenario was asked to run but cannot: {why}");
     }
-    sh(Command::new("bash").arg("deploy/build-image.sh").current_dir(root()))?;
     let journal_dir = journal_dir()?;
-    let c = Compose::new("", journal_dir.path())?;
-    sh(c.cmd().args(["up", "-d", "qron1", "qron2", "qron3"]))?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let (c, http, leader) = servers_up("", journal_dir.path()).await?;
     let all = [1u64, 2, 3];
-    let leader = eventually(Duration::from_secs(60), "a leader in the containers", || {
-        leader_of(&http, &c, &all)
-    })
-    .await?;
     let post = |node: u64, path: &str, body: serde_json::Value| {
         let (http, url) = (http.clone(), format!("{}{path}", c.url(node)));
         async move {
@@ -377,17 +386,9 @@ async fn cut_off_the_worker_of_a_running_attempt(tag: &str, extra: &[&str]) -> a
     if let Some(why) = docker_missing() {
         anyhow::bail!("the container scenario was asked to run but cannot: {why}");
     }
-    sh(Command::new("bash").arg("deploy/build-image.sh").current_dir(root()))?;
     let journal_dir = journal_dir()?;
     let journal = journal_dir.path().join("journal");
-    let c = Compose::new(tag, journal_dir.path())?;
-    sh(c.cmd().args(["up", "-d", "qron1", "qron2", "qron3"]))?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-    let all = [1u64, 2, 3];
-    let leader = eventually(Duration::from_secs(60), "a leader in the containers", || {
-        leader_of(&http, &c, &all)
-    })
-    .await?;
+    let (c, http, leader) = servers_up(tag, journal_dir.path()).await?;
     let post = |path: &str, body: serde_json::Value| {
         let (http, url) = (http.clone(), format!("{}{path}", c.url(leader)));
         async move {
