@@ -380,9 +380,7 @@ async fn logs(ctx: &Ctx, id: u64, follow: bool, mut offset: u64) -> Result<()> {
             note_truncated(id);
         }
         if answer.log_expired {
-            output::note(&format!(
-                "the log of instance {id} was removed under the cluster's retention"
-            ));
+            note_log_expired(id);
         }
         return output::emit(&output::json(&answer)?);
     }
@@ -390,7 +388,7 @@ async fn logs(ctx: &Ctx, id: u64, follow: bool, mut offset: u64) -> Result<()> {
     let mut failures = 0;
     let mut backoff = FOLLOW_FIRST_BACKOFF;
     let mut noted_truncated = false;
-    let mut read_once_expired = false;
+    let mut noted_expired = false;
     loop {
         let answer = match read_log(ctx, &path, offset).await {
             Ok(answer) => answer,
@@ -415,11 +413,9 @@ async fn logs(ctx: &Ctx, id: u64, follow: bool, mut offset: u64) -> Result<()> {
             note_truncated(id);
             noted_truncated = true;
         }
-        if answer.log_expired && !read_once_expired {
-            output::note(&format!(
-                "the log of instance {id} was removed under the cluster's retention (qronctl cluster retention)"
-            ));
-            read_once_expired = true;
+        if answer.log_expired && !noted_expired {
+            note_log_expired(id);
+            noted_expired = true;
         }
         let next = next_read(follow, offset, &answer);
         let open = match ctx.format {
@@ -442,6 +438,12 @@ async fn logs(ctx: &Ctx, id: u64, follow: bool, mut offset: u64) -> Result<()> {
             NextRead::Stop => return Ok(()),
         }
     }
+}
+
+fn note_log_expired(id: u64) {
+    output::note(&format!(
+        "the log of instance {id} was removed under the cluster's retention (qronctl cluster retention)"
+    ));
 }
 
 fn note_truncated(id: u64) {

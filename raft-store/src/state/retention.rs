@@ -45,9 +45,7 @@ impl State {
             self.instances.remove(id);
             self.active.remove(id);
             self.unconfirmed_stops.remove(id);
-            if let Some(log) = self.logs.remove(id) {
-                self.log_bytes = self.log_bytes.saturating_sub(log.text.len() as u64);
-            }
+            self.remove_log(*id);
             if let Some(set) = self.by_job.get_mut(&job_id) {
                 set.remove(id);
                 if set.is_empty() {
@@ -69,8 +67,7 @@ impl State {
             if !self.expirable(inst) {
                 continue;
             }
-            if let Some(log) = self.logs.remove(id) {
-                self.log_bytes = self.log_bytes.saturating_sub(log.text.len() as u64);
+            if self.remove_log(*id) {
                 if let Some(i) = self.instances.get_mut(id) {
                     i.log_expired = true;
                 }
@@ -83,9 +80,19 @@ impl State {
         })
     }
 
+    /// Removes an instance's log and its bytes from the total; false if it had none.
+    fn remove_log(&mut self, id: InstanceId) -> bool {
+        match self.logs.remove(&id) {
+            Some(log) => {
+                self.log_bytes = self.log_bytes.saturating_sub(log.text.len() as u64);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(super) fn set_app_retention(&mut self, app: &str, retention: &Retention) -> Result<Reply, CommandError> {
         validate("app retention", retention).map_err(CommandError::Invalid)?;
-        self.require_app(app)?;
         let a = self
             .apps
             .get_mut(app)

@@ -122,16 +122,12 @@ pub async fn list(
     // same among 10 million instances as among 100.
     let all: Box<dyn Iterator<Item = &Instance>> = match (q.job, q.after_id) {
         (Some(j), after) => {
-            let ids = state.by_job.get(&JobId(j));
-            let ids = ids.into_iter().flat_map(move |set| {
-                let r = set.range(from..);
-                let it: Box<dyn Iterator<Item = &InstanceId>> = if after.is_some() {
-                    Box::new(r)
-                } else {
-                    Box::new(r.rev())
-                };
-                it
-            });
+            let ids = state.by_job.get(&JobId(j)).map(|set| set.range(from..));
+            let ids: Box<dyn Iterator<Item = &InstanceId>> = match (ids, after) {
+                (None, _) => Box::new(std::iter::empty()),
+                (Some(r), Some(_)) => Box::new(r),
+                (Some(r), None) => Box::new(r.rev()),
+            };
             Box::new(ids.filter_map(|id| state.instances.get(id)))
         }
         (None, Some(_)) => Box::new(state.instances.range(from..).map(|(_, i)| i)),
