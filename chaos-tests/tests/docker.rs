@@ -25,6 +25,7 @@ use std::time::Duration;
 use qron_chaos_tests::chaos::{
     check_fires, check_journal, expected_fires, journal_script, read_journal, spans, wait_last_fire, Report, Span,
 };
+use anyhow::Context;
 use qron_chaos_tests::{epoch_ms, eventually, free_port};
 use qron_proto::api::{ClusterView, DigestView, InstanceList, InstanceView, JobView, WorkerList};
 use serde_json::json;
@@ -331,7 +332,11 @@ async fn partitioned_leader_stops_and_rejoins_and_killed_container_recovers() ->
         instances: list.instances.len(),
         ..Report::default()
     };
-    check_fires(&jobs, &expected, &list.instances, &started, &[], &mut fires);
+    let mut views = Vec::new();
+    for job in &jobs {
+        views.push(job_on(l)(*job).await.context("a job's view")?);
+    }
+    check_fires(&views, &expected, &list.instances, &started, &[], &mut fires);
     eprintln!("{}", fires.summary().lines().nth(1).unwrap_or_default());
     let mut problems = fires.problems;
     let (doubled, p) = check_journal(&lines);

@@ -295,11 +295,22 @@ pub enum JobCommand {
     #[command(after_help = JOB_CREATE_EXAMPLES)]
     Create(JobCreateArgs),
 
-    /// List the jobs, of every app or of one
+    /// List the jobs, of every app or of one, by id
+    ///
+    /// The server answers a page at a time (at most 10,000 jobs); this
+    /// command fetches every page unless --limit is given.
     List {
         /// Only the jobs of this app
         #[arg(long, value_name = "NAME")]
         app: Option<String>,
+
+        /// At most this many jobs (1 to 10000); without it, all of them
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: Option<u32>,
+
+        /// Only the jobs with an id above this one (the next page)
+        #[arg(long, value_name = "ID")]
+        after_id: Option<u64>,
     },
 
     /// Show one job
@@ -625,7 +636,9 @@ mod tests {
         assert_eq!(cli.timeout_ms, 250);
         assert!(cli.command.is_read());
         match cli.command {
-            Command::Job(JobCommand::List { app }) => assert_eq!(app.as_deref(), Some("demo")),
+            Command::Job(JobCommand::List { app, limit, after_id }) => {
+                assert_eq!((app.as_deref(), limit, after_id), (Some("demo"), None, None))
+            }
             other => panic!("parsed as {other:?}"),
         }
     }

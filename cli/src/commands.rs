@@ -177,12 +177,8 @@ async fn job(ctx: &Ctx, cmd: JobCommand) -> Result<()> {
             let view: JobView = ctx.client.post(JOBS, &spec, Write::Keyed).await?;
             ctx.show(&view, output::job)
         }
-        JobCommand::List { app } => {
-            let mut query = Vec::new();
-            if let Some(app) = app.as_deref() {
-                query.push(("app", app));
-            }
-            let list: JobList = ctx.client.get(JOBS, &ctx.read_query(query)).await?;
+        JobCommand::List { app, limit, after_id } => {
+            let list = list_jobs(ctx, app.as_deref(), limit, after_id).await?;
             ctx.show(&list, |l| output::jobs(&l.jobs))
         }
         JobCommand::Get { id } => {
@@ -280,6 +276,33 @@ async fn instance(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
         InstanceCommand::Cancel { id } => instance_action(ctx, id, "cancel").await,
         InstanceCommand::Retry { id } => instance_action(ctx, id, "retry").await,
         InstanceCommand::Logs { id, follow, offset } => logs(ctx, id, follow, offset).await,
+    }
+}
+
+/// Jobs a page at a time (the server's pages hold at most 10,000): up to
+/// `limit` of them, or all of them.
+async fn list_jobs(ctx: &Ctx, app: Option<&str>, limit: Option<u32>, after_id: Option<u64>) -> Result<JobList> {
+    const PAGE: usize = 10_000;
+    let mut out = JobList { jobs: Vec::new() };
+    let mut after = after_id;
+    loop {
+        let want = limit.map_or(PAGE, |l| (l as usize - out.jobs.len()).min(PAGE));
+        let want_text = want.to_string();
+        let after_text = after.map(|a| a.to_string());
+        let mut query = vec![("limit", want_text.as_str())];
+        if let Some(app) = app {
+            query.push(("app", app));
+        }
+        if let Some(a) = after_text.as_deref() {
+            query.push(("after_id", a));
+        }
+        let page: JobList = ctx.client.get(JOBS, &ctx.read_query(query)).await?;
+        let full = page.jobs.len() >= want;
+        after = page.jobs.last().map(|j| j.id);
+        out.jobs.extend(page.jobs);
+        if !full || limit.is_some_and(|l| out.jobs.len() >= l as usize) {
+            return Ok(out);
+        }
     }
 }
 

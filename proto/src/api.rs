@@ -419,6 +419,10 @@ pub struct JobView {
     /// How many of its finished instances expired under the retention policy.
     #[serde(default)]
     pub expired_instances: u64,
+    /// The newest fire time among its expired instances: a fire at or before
+    /// it may have no instance any more (history expired, not lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_fires_through_ms: Option<i64>,
 }
 
 /// `GET /api/v1/jobs?app=`.
@@ -615,6 +619,7 @@ mod tests {
             updated_at_ms: 2,
             last_fire_ms: None,
             expired_instances: 3,
+            expired_fires_through_ms: Some(9),
         };
         let text = serde_json::to_string(&view).expect("serializes");
         let back: JobView = serde_json::from_str(&text).expect("parses back");

@@ -7,7 +7,7 @@
 //! key is free again. Expired records are removed at most
 //! [`PRUNE_PER_APPLY`] at a time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -55,55 +55,17 @@ pub struct KeyRecord {
     pub response: Result<Reply, CommandError>,
 }
 
-/// The live (and not yet pruned) idempotency keys, in the replicated state
-/// and in every snapshot.
+/// The idempotency keys as the JSON state of earlier releases held them:
+/// read only by the migration of such a state (`crate::legacy`); the state
+/// machine keeps each key as its own record (`state/records.rs`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IdempotencyKeys {
     records: BTreeMap<String, KeyRecord>,
-    /// `(expires_at_ms, key)` of every record: the order in which they are pruned.
-    expiry: BTreeSet<(i64, String)>,
 }
 
 impl IdempotencyKeys {
-    /// The record of `key` if it has not expired at `now_ms`.
-    pub fn live(&self, key: &str, now_ms: i64) -> Option<&KeyRecord> {
-        self.records.get(key).filter(|r| now_ms < r.expires_at_ms)
-    }
-
-    /// How many records are held, expired ones not yet pruned included.
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    /// Removes at most `max` records expired at `now_ms`, soonest expiry first.
-    pub(crate) fn prune(&mut self, now_ms: i64, max: usize) {
-        for _ in 0..max {
-            let Some((at, key)) = self.expiry.first().cloned() else {
-                return;
-            };
-            if at > now_ms {
-                return;
-            }
-            self.expiry.pop_first();
-            self.records.remove(&key);
-        }
-    }
-
-    pub(crate) fn record(&mut self, key: &str, record: KeyRecord) {
-        if let Some(old) = self.records.remove(key) {
-            self.expiry.remove(&(old.expires_at_ms, key.to_owned()));
-        }
-        self.expiry.insert((record.expires_at_ms, key.to_owned()));
-        self.records.insert(key.to_owned(), record);
-    }
-
-    /// The expiry index, for tests that check it stays in step with the records.
-    #[cfg(test)]
-    pub(crate) fn expiry_len(&self) -> usize {
-        self.expiry.len()
+    /// Every record, by key.
+    pub(crate) fn records(&self) -> &BTreeMap<String, KeyRecord> {
+        &self.records
     }
 }

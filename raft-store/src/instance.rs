@@ -205,6 +205,28 @@ pub struct InstanceLog {
     pub truncated: bool,
 }
 
+/// A log's bookkeeping; its text is in `LogChunk` pieces keyed by their offset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogMeta {
+    /// Bytes of each attempt's stream accepted so far (the next batch must start there).
+    pub received: BTreeMap<Attempt, u64>,
+    /// The cap was reached: later output was dropped.
+    pub truncated: bool,
+    /// Bytes of text held.
+    pub len: u64,
+}
+
+/// A read of a log's text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogRead {
+    /// Where the text starts.
+    pub offset: u64,
+    pub text: String,
+    /// The log's whole length.
+    pub len: u64,
+    pub truncated: bool,
+}
+
 /// Cuts `text` to at most `max` bytes at a char boundary.
 pub fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {

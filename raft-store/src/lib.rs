@@ -15,8 +15,10 @@
 #![allow(clippy::result_large_err)]
 
 pub mod command;
+pub mod encoding;
 pub mod idempotency;
 pub mod instance;
+pub mod legacy;
 pub mod limits;
 pub mod log_store;
 pub mod model;

@@ -2,7 +2,8 @@
 //!
 //! Column families:
 //! * `logs`: key = log index (8 bytes, big endian, so RocksDB's order is log
-//!   order), value = the JSON-encoded `Entry`.
+//!   order), value = the `Entry` (`crate::encoding`: MessagePack behind a
+//!   version byte; entries written by earlier releases are JSON and still read).
 //! * `meta`: `vote`, `last_purged`, `committed`, and `snapshot` (the current
 //!   snapshot's meta, written by the state machine).
 //!
@@ -26,15 +27,28 @@ use std::sync::{mpsc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, OptionalSend, RaftLogReader, StorageIOError, Vote};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
+    WriteBufferManager, WriteOptions, DB,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::encoding::{decode, encode};
 use crate::raft_types::{Entry, StorageError, TypeConfig};
 use crate::types::NodeId;
 
 pub(crate) const CF_LOGS: &str = "logs";
 pub(crate) const CF_META: &str = "meta";
+/// The state machine's two column families: one holds the state, the other
+/// receives an installed snapshot before the swap (`state_machine`).
+pub(crate) const CF_STATE_A: &str = "state_a";
+pub(crate) const CF_STATE_B: &str = "state_b";
+
+/// The block cache every column family shares.
+pub const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// The bound on all memtables together (charged to the block cache).
+pub const MEMTABLE_BYTES: usize = 32 << 20;
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
@@ -46,9 +60,24 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, StorageError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    let cfs = [CF_LOGS, CF_META]
+    // A fixed memory budget (docs/storage.md): one block cache for every
+    // column family, and the memtables of all of them charged to one bound.
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    let buffers = WriteBufferManager::new_write_buffer_manager_with_cache(MEMTABLE_BYTES, false, cache.clone());
+    opts.set_write_buffer_manager(&buffers);
+    let cf_opts = || {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        let mut o = Options::default();
+        o.set_block_based_table_factory(&table);
+        o.set_write_buffer_size(MEMTABLE_BYTES / 4);
+        o.set_max_write_buffer_number(2);
+        o
+    };
+    let cfs = [CF_LOGS, CF_META, CF_STATE_A, CF_STATE_B]
         .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        .map(|name| ColumnFamilyDescriptor::new(name, cf_opts()));
     let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| StorageIOError::write(&e))?;
     Ok(Arc::new(db))
 }
@@ -253,7 +282,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&index) {
                 break;
             }
-            let entry: Entry = serde_json::from_slice(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+            let entry: Entry = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
             out.push(entry);
         }
         Ok(out)
@@ -269,7 +298,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => None,
             Some(item) => {
                 let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                let entry: Entry = serde_json::from_slice(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+                let entry: Entry = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
                 Some(entry.log_id)
             }
         };
@@ -311,7 +340,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let logs = self.logs()?;
         let mut batch = WriteBatch::default();
         for entry in entries {
-            let bytes = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            let bytes = encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             batch.put_cf(logs, index_key(entry.log_id.index), bytes);
         }
         self.db

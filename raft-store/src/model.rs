@@ -66,6 +66,7 @@ impl Job {
             updated_at_ms: self.updated_at_ms,
             last_fire_ms: self.last_fire_ms,
             expired_instances: self.expired,
+            expired_fires_through_ms: self.expired_fires_through_ms,
         }
     }
 }

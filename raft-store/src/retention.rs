@@ -98,7 +98,14 @@ pub fn validate_cluster(
 pub struct Plan {
     pub instances: Vec<InstanceId>,
     pub logs: Vec<InstanceId>,
+    /// Where the next plan resumes its walk over the jobs (`None`: from the
+    /// first job again). A plan looks at [`MAX_JOBS_PER_PLAN`] jobs at most.
+    pub next_job: Option<crate::types::JobId>,
 }
+
+/// Jobs one plan looks at, at most: with a million jobs a pass over all of
+/// them takes a hundred plans, and each plan stays a few milliseconds.
+pub const MAX_JOBS_PER_PLAN: usize = 10_000;
 
 impl Plan {
     pub fn is_empty(&self) -> bool {

@@ -61,14 +61,14 @@ fn run_assign_report_success() {
     let mut s = setup(0);
     assert!(assign(&mut s, 2, "w1").is_err(), "attempt must be current + 1");
     assign(&mut s, 1, "w1").expect("assign");
-    assert_eq!(s.instances[&I].status, InstanceStatus::WaitingWorkerReceive);
+    assert_eq!(s.instance(I).expect("instance").status, InstanceStatus::WaitingWorkerReceive);
     report(&mut s, 1, InstanceStatus::Running).expect("running");
     report(&mut s, 1, InstanceStatus::Running).expect("a re-sent report is a no-op");
     report(&mut s, 1, InstanceStatus::Succeeded).expect("succeeded");
-    let i = &s.instances[&I];
+    let i = &s.instance(I).expect("instance");
     assert_eq!(i.status, InstanceStatus::Succeeded);
     assert_eq!(i.started_at_ms, Some(20));
-    assert!(s.active.is_empty());
+    assert!(s.active_ids().is_empty());
     assert!(report(&mut s, 1, InstanceStatus::Failed).is_err(), "SUCCEEDED is final");
 }
 
@@ -85,7 +85,7 @@ fn lost_worker_retries_and_late_report_of_old_attempt_changes_nothing() {
     })
     .0
     .expect("lost");
-    assert_eq!(s.instances[&I].status, InstanceStatus::WaitingDispatch);
+    assert_eq!(s.instance(I).expect("instance").status, InstanceStatus::WaitingDispatch);
     assign(&mut s, 2, "w2").expect("attempt 2");
     let before = s.clone();
     assert!(report(&mut s, 1, InstanceStatus::Succeeded).is_err());
@@ -100,7 +100,7 @@ fn lost_worker_retries_and_late_report_of_old_attempt_changes_nothing() {
     })
     .0
     .expect("lost 2");
-    let i = &s.instances[&I];
+    let i = &s.instance(I).expect("instance");
     assert_eq!(i.status, InstanceStatus::Failed);
     assert!(i.reason.contains("no retries left"), "{}", i.reason);
 }
@@ -110,7 +110,7 @@ fn failed_report_retries_with_backoff_then_fails_with_exit_code() {
     let mut s = setup(1);
     assign(&mut s, 1, "w1").expect("assign");
     report(&mut s, 1, InstanceStatus::Failed).expect("failed 1");
-    let i = &s.instances[&I];
+    let i = &s.instance(I).expect("instance");
     assert_eq!(i.status, InstanceStatus::WaitingDispatch);
     assert_eq!(i.not_before_ms, 21 + 10);
     assign(&mut s, 2, "w1").expect("assign 2");
@@ -125,7 +125,7 @@ fn failed_report_retries_with_backoff_then_fails_with_exit_code() {
     })
     .0
     .expect("failed 2");
-    let i = &s.instances[&I];
+    let i = &s.instance(I).expect("instance");
     assert_eq!(i.status, InstanceStatus::Failed);
     assert_eq!(i.exit_code, Some(3));
     assert_eq!(i.result, "exit code 3");
@@ -140,15 +140,15 @@ fn operator_verbs_follow_the_rules() {
     s.apply(&Command::StopInstance { instance: I, now_ms: 6 })
         .0
         .expect("stop");
-    assert_eq!(s.instances[&I].status, InstanceStatus::Stopped);
+    assert_eq!(s.instance(I).expect("instance").status, InstanceStatus::Stopped);
     // The worker's last word on the stopped attempt confirms its end, nothing more.
     report(&mut s, 1, InstanceStatus::Succeeded).expect("confirms the stop");
     assert_eq!(
-        s.instances[&I].status,
+        s.instance(I).expect("instance").status,
         InstanceStatus::Stopped,
         "a stopped instance stays stopped"
     );
-    assert!(s.instances[&I].stop_pending.is_none());
+    assert!(s.instance(I).expect("instance").stop_pending.is_none());
     assert!(
         report(&mut s, 1, InstanceStatus::Succeeded).is_err(),
         "once confirmed, a report changes nothing"
@@ -156,7 +156,7 @@ fn operator_verbs_follow_the_rules() {
     s.apply(&Command::RetryInstance { instance: I, now_ms: 7 })
         .0
         .expect("retry");
-    let i = &s.instances[&I];
+    let i = &s.instance(I).expect("instance");
     assert_eq!(i.status, InstanceStatus::WaitingDispatch);
     assert_eq!(i.max_attempt, Attempt(2));
     assign(&mut s, 2, "w2").expect("attempt 2 after retry");
@@ -192,9 +192,9 @@ fn logs_are_idempotent_capped_and_marked() {
         log(&mut s, 2, 0, "future\n", 100).is_err(),
         "attempt 2 does not exist yet"
     );
-    assert_eq!(s.logs[&I].text, "hello\nworld\n");
+    assert_eq!(s.log_text(I, 0, 1 << 20).text, "hello\nworld\n");
     log(&mut s, 1, 12, &"x".repeat(200), 30).expect("over the cap");
-    let l = &s.logs[&I];
+    let l = s.log_text(I, 0, 1 << 20);
     assert!(l.truncated);
     assert!(l.text.starts_with("hello\nworld\nxxxx"));
     assert!(l.text.contains("[log truncated at 30 bytes]"));
@@ -225,20 +225,20 @@ fn fires_are_idempotent_per_fire_time_and_record_skips() {
     );
     assert_eq!(fire(&mut s, 900, None), Ok(Reply::FireIgnored), "older fire time");
     assert_eq!(before, s, "an ignored fire changed the state");
-    assert_eq!(s.jobs[&JobId(1)].last_fire_ms, Some(1_000));
+    assert_eq!(s.job(JobId(1)).expect("job").last_fire_ms, Some(1_000));
 
     let Ok(Reply::Instance(skipped)) = fire(&mut s, 2_000, Some("misfire")) else {
         panic!()
     };
     assert_eq!(skipped.status, InstanceStatus::Canceled);
     assert!(skipped.reason.starts_with("skipped: misfire"), "{}", skipped.reason);
-    assert_eq!(s.jobs[&JobId(1)].last_fire_ms, Some(2_000));
+    assert_eq!(s.job(JobId(1)).expect("job").last_fire_ms, Some(2_000));
 }
 
 #[test]
 fn a_fire_over_max_instances_is_recorded_as_skipped() {
     let mut s = setup(0);
-    let mut spec = s.jobs[&JobId(1)].spec.clone();
+    let mut spec = s.job(JobId(1)).expect("job").spec.clone();
     spec.max_instances = 1;
     s.apply(&Command::UpdateJob {
         id: JobId(1),
@@ -272,10 +272,10 @@ fn a_disabled_job_does_not_fire() {
     })
     .0
     .expect("disable");
-    let epoch = s.job_epoch;
+    let epoch = s.job_epoch();
     assert!(matches!(fire(&mut s, 1_000, None), Err(CommandError::Conflict(_))));
-    assert_eq!(s.jobs[&JobId(1)].last_fire_ms, None);
-    assert_eq!(s.job_epoch, epoch, "a refused fire is not a job change");
+    assert_eq!(s.job(JobId(1)).expect("job").last_fire_ms, None);
+    assert_eq!(s.job_epoch(), epoch, "a refused fire is not a job change");
 }
 
 fn stop(s: &mut State) -> Result<Reply, CommandError> {
@@ -310,11 +310,11 @@ fn a_retry_waits_until_the_worker_confirms_the_stopped_attempt_ended() {
     assign(&mut s, 1, "w1").expect("assign");
     report(&mut s, 1, InstanceStatus::Running).expect("running");
     stop(&mut s).expect("stop");
-    let pending = s.instances[&I].stop_pending.clone().expect("a worker holds attempt 1");
+    let pending = s.instance(I).expect("instance").stop_pending.clone().expect("a worker holds attempt 1");
     assert_eq!((pending.attempt, pending.worker.as_str()), (Attempt(1), "w1"));
-    assert!(s.unconfirmed_stops.contains(&I));
+    assert!(s.unconfirmed_ids().contains(&I));
     retry(&mut s).expect("retry is accepted at once");
-    assert_eq!(s.instances[&I].status, InstanceStatus::WaitingDispatch);
+    assert_eq!(s.instance(I).expect("instance").status, InstanceStatus::WaitingDispatch);
     let refused = assign(&mut s, 2, "w2");
     assert!(
         matches!(&refused, Err(CommandError::Conflict(m)) if m.contains("confirm")),
@@ -325,9 +325,9 @@ fn a_retry_waits_until_the_worker_confirms_the_stopped_attempt_ended() {
         "a stopped attempt does not run again"
     );
     report(&mut s, 1, InstanceStatus::Failed).expect("the worker's final report confirms");
-    let i = &s.instances[&I];
+    let i = &s.instance(I).expect("instance");
     assert_eq!(i.status, InstanceStatus::WaitingDispatch, "the retry stands");
-    assert!(i.stop_pending.is_none() && s.unconfirmed_stops.is_empty());
+    assert!(i.stop_pending.is_none() && s.unconfirmed_ids().is_empty());
     assign(&mut s, 2, "w2").expect("attempt 2 once attempt 1 is confirmed ended");
 }
 
@@ -344,9 +344,9 @@ fn a_lost_or_restarted_worker_confirms_its_stopped_attempt() {
     })
     .0
     .expect("the loss confirms the stop");
-    let i = &s.instances[&I];
+    let i = &s.instance(I).expect("instance");
     assert_eq!(i.status, InstanceStatus::Stopped);
-    assert!(i.stop_pending.is_none() && s.unconfirmed_stops.is_empty());
+    assert!(i.stop_pending.is_none() && s.unconfirmed_ids().is_empty());
 }
 
 #[test]
@@ -370,7 +370,7 @@ fn a_late_failed_report_never_revives_a_stopped_instance() {
     let before = s.clone();
     assert!(report(&mut s, 1, InstanceStatus::Failed).is_err());
     assert_eq!(s, before, "a late report changed a stopped instance");
-    assert_eq!(s.instances[&I].status, InstanceStatus::Stopped);
+    assert_eq!(s.instance(I).expect("instance").status, InstanceStatus::Stopped);
 }
 
 #[test]
@@ -381,12 +381,12 @@ fn stop_retry_stop_keeps_the_first_unconfirmed_stop() {
     retry(&mut s).expect("retry");
     stop(&mut s).expect("stop again");
     assert_eq!(
-        s.instances[&I].stop_pending.as_ref().map(|p| p.attempt),
+        s.instance(I).expect("instance").stop_pending.as_ref().map(|p| p.attempt),
         Some(Attempt(1)),
         "the second stop must not forget that attempt 1 is unconfirmed"
     );
     report(&mut s, 1, InstanceStatus::Failed).expect("confirms");
-    assert_eq!(s.instances[&I].status, InstanceStatus::Stopped);
+    assert_eq!(s.instance(I).expect("instance").status, InstanceStatus::Stopped);
 }
 
 #[test]
@@ -394,7 +394,7 @@ fn a_released_attempt_waits_again_without_spending_the_retry_budget() {
     let mut s = setup(0);
     assign(&mut s, 1, "w1").expect("assign");
     release(&mut s, 1).expect("given back before it started");
-    let i = &s.instances[&I];
+    let i = &s.instance(I).expect("instance");
     assert_eq!(i.status, InstanceStatus::WaitingDispatch);
     assert_eq!(i.max_attempt, Attempt(2), "the unstarted attempt is not counted");
     assert!(i.worker.is_none());

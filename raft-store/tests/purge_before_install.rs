@@ -203,6 +203,8 @@ async fn setup() -> Setup {
     let follower_digest = shared.read().digest();
     raft.shutdown().await.expect("shutdown");
     drop(raft);
+    // A reader's handle keeps the database open: let it go too.
+    drop(shared);
     // Wait until openraft has dropped the stores, then copy: the follower stops here.
     drop(open(&leader).await);
     copy_dir(&leader, &follower);

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use qron_raft_store::{Command, Reply};
+use qron_raft_store::{Command, JobId, Reply};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
@@ -28,9 +28,13 @@ const TICK: Duration = Duration::from_secs(1);
 /// Runs until `token` is cancelled.
 pub async fn run(ctx: Arc<Context>, token: CancellationToken) -> anyhow::Result<()> {
     tracing::info!("retention started");
+    // The walk over the jobs goes on from where the last plan stopped: with many
+    // jobs a pass takes several ticks, each a bounded amount of work.
+    let mut from = JobId(0);
     loop {
         let now = now_ms();
-        let batch = ctx.state.read().expiry_plan(now, MAX_EXPIRE_BATCH);
+        let batch = ctx.state.read().expiry_plan(now, MAX_EXPIRE_BATCH, from);
+        from = batch.next_job.unwrap_or(JobId(0));
         let mut full = batch.instances.len() >= MAX_EXPIRE_BATCH || batch.logs.len() >= MAX_EXPIRE_BATCH;
         if !batch.is_empty() {
             let cmd = Command::Expire {

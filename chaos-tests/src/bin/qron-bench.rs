@@ -13,8 +13,25 @@
 //! * `qron-bench lateness --jobs 1000 [--seconds 20]`: N fixed-rate jobs at 1 s
 //!   (no-op processor, two workers); trigger lateness = processor start on the
 //!   worker - scheduled fire time, over every fire of the run.
+//! * `qron-bench history-memory [--jobs 200 --interval-ms 200 --output-bytes 200
+//!   --warmup-seconds 60 --seconds 60]`: three servers, two workers, N fixed-rate
+//!   jobs each printing a line of output; the leader's resident memory (VmRSS)
+//!   every 10 s, and its growth per instance created, over the first minute and
+//!   over a minute after the warm-up (RocksDB's caches full).
+//! * `qron-bench restart --jobs 1000000 --instances 10000000`: builds a node's
+//!   state directly (a bulk loader applying commands through the state machine),
+//!   then times a real process start to its first linearizable read, and its
+//!   resident memory per job; then the time a new node takes to catch up by snapshot.
+//! * `qron-bench soak [--jobs 1000 --minutes 30 --retention-ms 300000]`: memory
+//!   and disk of every server each minute under a short retention, and the
+//!   chaos checker's fire invariant over the run.
 
 use std::time::{Duration, Instant};
+
+#[path = "../bench/restart.rs"]
+mod restart;
+#[path = "../bench/soak.rs"]
+mod soak;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -52,6 +69,43 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         seconds: i64,
     },
+    /// The leader's resident memory as finished instances accumulate.
+    HistoryMemory {
+        #[arg(long, default_value_t = 200)]
+        jobs: usize,
+        #[arg(long, default_value_t = 200)]
+        interval_ms: u64,
+        /// Bytes of output each instance prints.
+        #[arg(long, default_value_t = 200)]
+        output_bytes: usize,
+        /// Seconds of load before the second measurement starts.
+        #[arg(long, default_value_t = 60)]
+        warmup_seconds: u64,
+        /// Seconds of each measurement.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Restart time and memory of a node holding a large state.
+    Restart {
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: u64,
+        /// Finished instances, spread evenly over the jobs.
+        #[arg(long, default_value_t = 10_000_000)]
+        instances: u64,
+        /// Keep the data dir here (and reuse it when it holds a loaded state).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Memory and disk over a long run with a short retention, and the fire invariant.
+    Soak {
+        #[arg(long, default_value_t = 1000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// The cluster's retention (max age of finished instances).
+        #[arg(long, default_value_t = 300_000)]
+        retention_ms: u64,
+    },
     /// Run-now latency: API call to processor start.
     RunLatency {
         /// Instances to run, one every 20 ms.
@@ -67,7 +121,109 @@ async fn main() -> anyhow::Result<()> {
         Bench::WorkerFailover { runs } => worker_failover(runs).await,
         Bench::RunLatency { count } => run_latency(count).await,
         Bench::Lateness { jobs, seconds } => lateness(jobs, seconds).await,
+        Bench::HistoryMemory {
+            jobs,
+            interval_ms,
+            output_bytes,
+            warmup_seconds,
+            seconds,
+        } => history_memory(jobs, interval_ms, output_bytes, warmup_seconds, seconds).await,
+        Bench::Restart { jobs, instances, dir } => restart::run(jobs, instances, dir).await,
+        Bench::Soak {
+            jobs,
+            minutes,
+            retention_ms,
+        } => soak::run(jobs, minutes, retention_ms).await,
     }
+}
+
+/// VmRSS of a process, in bytes.
+fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS line")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+/// The newest instance id the node `id` holds.
+async fn newest_instance(c: &TestCluster, id: u64) -> anyhow::Result<u64> {
+    let v: serde_json::Value = c.get(id, "/api/v1/instances?limit=1&stale=true").await?;
+    Ok(v["instances"][0]["id"].as_u64().unwrap_or(0))
+}
+
+async fn history_memory(
+    jobs: usize,
+    interval_ms: u64,
+    output_bytes: usize,
+    warmup_seconds: u64,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let mut c = TestCluster::start(
+        3,
+        ClusterOptions {
+            log: "warn".into(),
+            ..ClusterOptions::default()
+        },
+    )?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    c.post_ok(leader, "/api/v1/apps", &json!({"name": "bench", "secret": "s"}))
+        .await?;
+    for w in ["w1", "w2"] {
+        c.spawn_worker(w, "bench", "s", &["--max-concurrency", "4096"])?;
+    }
+    wait_workers(&c, leader).await?;
+    let script = format!("printf '%0{}d\\n' 0", output_bytes.saturating_sub(1));
+    for j in 0..jobs {
+        c.post_ok(
+            leader,
+            "/api/v1/jobs",
+            &json!({"app": "bench", "name": format!("j{j}"),
+                    "schedule": {"type": "fixed_rate", "interval_ms": interval_ms},
+                    "processor": {"type": "shell", "script": script}}),
+        )
+        .await?;
+    }
+    let pid = c.server(leader)?.pid().context("leader pid")?;
+    let start = Instant::now();
+    async fn sample(c: &TestCluster, leader: u64, pid: u32) -> anyhow::Result<(u64, u64)> {
+        Ok((rss_bytes(pid)?, newest_instance(c, leader).await?))
+    }
+    let mut marks = vec![(0u64, sample(&c, leader, pid).await?)];
+    let total = seconds + warmup_seconds.max(seconds);
+    let mut t = 0;
+    while t < total {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        t += 10;
+        let (rss, newest) = sample(&c, leader, pid).await?;
+        println!(
+            "history-memory t={}s rss_mb={:.1} instances={newest}",
+            start.elapsed().as_secs(),
+            rss as f64 / 1e6
+        );
+        marks.push((t, (rss, newest)));
+    }
+    let at = |secs: u64| marks.iter().find(|(t, _)| *t >= secs).map(|(_, m)| *m).unwrap_or_default();
+    for (what, from, to) in [
+        ("first minute", 0, seconds),
+        ("after warm-up", warmup_seconds, warmup_seconds + seconds),
+    ] {
+        let ((r0, n0), (r1, n1)) = (at(from), at(to));
+        let made = n1.saturating_sub(n0).max(1);
+        println!(
+            "history-memory {what}: instances={} rss_growth_mb={:.1} bytes_per_instance={:.0}",
+            n1.saturating_sub(n0),
+            (r1 as f64 - r0 as f64) / 1e6,
+            (r1 as f64 - r0 as f64) / made as f64
+        );
+    }
+    Ok(())
 }
 
 async fn failover(runs: usize) -> anyhow::Result<()> {

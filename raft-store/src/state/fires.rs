@@ -30,11 +30,7 @@ impl State {
         let skip_reason = match skip {
             Some(r) => Some(format!("skipped: {r}")),
             None if max_instances > 0 => {
-                let running = self
-                    .active
-                    .iter()
-                    .filter(|id| self.instances.get(id).is_some_and(|i| i.job_id == job_id))
-                    .count();
+                let running = self.active_of_job(job_id, usize::MAX);
                 (running >= max_instances as usize)
                     .then(|| format!("skipped: {running} instances active, max_instances is {max_instances}"))
             }
@@ -45,10 +41,10 @@ impl State {
             None => (InstanceStatus::WaitingDispatch, "fired by its schedule".to_owned()),
         };
         let inst = self.new_instance(job_id, "", Some(fire_time_ms), status, reason, now_ms)?;
-        if let Some(job) = self.jobs.get_mut(&job_id) {
-            job.last_fire_ms = Some(fire_time_ms);
-            job.last_fired_instance = Some(inst.id);
-        }
+        let mut job = job;
+        job.last_fire_ms = Some(fire_time_ms);
+        job.last_fired_instance = Some(inst.id);
+        self.put_job(&job);
         Ok(Reply::Instance(Box::new(inst)))
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Owns every change of an instance's status. Each one is checked by `change`,
 //! which asks the transition table (`Verb::allows`) and words the refusal,
-//! and is made by `State::set_status`, which keeps the `active` index. Reports
+//! and is made by `State::set_status`, which keeps the indexes (`put_instance`). Reports
 //! and losses are fenced by attempt: one for any attempt but the current one is
 //! refused and changes nothing. An instance is born in one place only,
 //! `State::new_instance`, never from a struct literal elsewhere.
@@ -16,9 +16,9 @@ use crate::types::{Attempt, JobId, WorkerId};
 
 impl State {
     /// Looks an instance up by id.
-    pub fn instance(&self, id: InstanceId) -> Result<&Instance, CommandError> {
-        self.instances.get(&id).ok_or_else(|| {
-            if id.0 >= 1 && id.0 <= self.next_instance_id {
+    pub fn instance(&self, id: InstanceId) -> Result<Instance, CommandError> {
+        self.instance_opt(id).ok_or_else(|| {
+            if id.0 >= 1 && id.0 <= self.next_instance_id() {
                 CommandError::Expired(format!(
                     "instance {id} has expired: it finished and was removed under the retention policy \
                      (see GET /api/v1/cluster/retention; `qronctl instance list` shows how far back history goes)"
@@ -43,8 +43,7 @@ impl State {
     }
 
     /// The one place an instance is born: the next id, no attempt yet out of
-    /// its job's retry budget, and in the `active` index unless it is born
-    /// finished (a skipped fire).
+    /// its job's retry budget, indexed by `put_instance`.
     pub(super) fn new_instance(
         &mut self,
         job: JobId,
@@ -60,8 +59,7 @@ impl State {
             job.spec.app.clone(),
             Attempt(job.spec.instance_retries.saturating_add(1)),
         );
-        self.next_instance_id += 1;
-        let id = InstanceId(self.next_instance_id);
+        let id = self.take_instance_id();
         let inst = Instance {
             id,
             job_id,
@@ -84,11 +82,7 @@ impl State {
             reason,
             log_expired: false,
         };
-        self.instances.insert(id, inst.clone());
-        self.by_job.entry(job_id).or_default().insert(id);
-        if !status.is_terminal() {
-            self.active.insert(id);
-        }
+        self.put_instance(&inst);
         Ok(inst)
     }
 
@@ -143,7 +137,7 @@ impl State {
     ) -> Result<Reply, CommandError> {
         let inst = self.instance(id)?;
         if inst.attempt != attempt || attempt == Attempt(0) {
-            return Err(stale(inst, attempt));
+            return Err(stale(&inst, attempt));
         }
         if !matches!(
             status,
@@ -164,7 +158,7 @@ impl State {
         }
         if inst.status == status {
             // A re-sent report (after a failover): already applied.
-            return Ok(Reply::Instance(Box::new(inst.clone())));
+            return Ok(Reply::Instance(Box::new(inst)));
         }
         let verb = Verb::Report(status);
         let result = bounded(result, MAX_RESULT_LEN);
@@ -175,8 +169,7 @@ impl State {
             }),
             InstanceStatus::Failed if inst.attempt < inst.max_attempt => {
                 let delay = self
-                    .jobs
-                    .get(&inst.job_id)
+                    .job(inst.job_id)
                     .map_or(0, |j| backoff_ms(&j.spec.retry_backoff, attempt));
                 self.set_status(id, InstanceStatus::WaitingDispatch, verb, |i| {
                     i.reason = format!("attempt {attempt} failed ({result}); retrying in {delay} ms");
@@ -210,7 +203,7 @@ impl State {
     ) -> Result<Reply, CommandError> {
         let inst = self.instance(id)?;
         if inst.attempt != attempt {
-            return Err(stale(inst, attempt));
+            return Err(stale(&inst, attempt));
         }
         if inst.stop_pending.is_some() {
             return self.confirm_stop(id, reason);
@@ -271,7 +264,7 @@ impl State {
     pub(super) fn release(&mut self, id: InstanceId, attempt: Attempt, reason: &str) -> Result<Reply, CommandError> {
         let inst = self.instance(id)?;
         if inst.attempt != attempt || attempt == Attempt(0) {
-            return Err(stale(inst, attempt));
+            return Err(stale(&inst, attempt));
         }
         if inst.stop_pending.is_some() {
             return self.confirm_stop(id, &format!("given back unstarted: {reason}"));
@@ -291,9 +284,9 @@ impl State {
 
     /// The worker of a stopped attempt confirmed it ended (`how`): new attempts may start.
     fn confirm_stop(&mut self, id: InstanceId, how: &str) -> Result<Reply, CommandError> {
-        let inst = self.instances.get_mut(&id).ok_or_else(|| not_found(id))?;
+        let mut inst = self.instance_opt(id).ok_or_else(|| not_found(id))?;
         let Some(p) = inst.stop_pending.take() else {
-            return Ok(Reply::Instance(Box::new(inst.clone())));
+            return Ok(Reply::Instance(Box::new(inst)));
         };
         let base = match inst.status {
             InstanceStatus::Stopped => "stopped by an operator",
@@ -305,8 +298,8 @@ impl State {
             p.worker,
             bounded(how, 200)
         );
-        self.unconfirmed_stops.remove(&id);
-        Ok(Reply::Instance(Box::new(inst.clone())))
+        self.put_instance(&inst);
+        Ok(Reply::Instance(Box::new(inst)))
     }
 
     /// Operator: cancel an instance not dispatched yet.
@@ -321,7 +314,7 @@ impl State {
     /// fresh retry budget counted from its current attempt.
     pub(super) fn retry_instance(&mut self, id: InstanceId) -> Result<Reply, CommandError> {
         let inst = self.instance(id)?;
-        let retries = self.jobs.get(&inst.job_id).map_or(0, |j| j.spec.instance_retries);
+        let retries = self.job(inst.job_id).map_or(0, |j| j.spec.instance_retries);
         let max_attempt = Attempt(inst.attempt.0.saturating_add(1).saturating_add(retries));
         self.set_status(id, InstanceStatus::WaitingDispatch, Verb::Retry, |i| {
             i.max_attempt = max_attempt;
@@ -340,7 +333,7 @@ impl State {
     }
 
     /// The one place an instance's status changes: checks the move with
-    /// [`change`], applies `edit`, keeps the `active` index.
+    /// [`change`], applies `edit`, keeps the indexes (`put_instance`).
     fn set_status(
         &mut self,
         id: InstanceId,
@@ -348,21 +341,12 @@ impl State {
         verb: Verb,
         edit: impl FnOnce(&mut Instance),
     ) -> Result<Reply, CommandError> {
-        let inst = self.instances.get_mut(&id).ok_or_else(|| not_found(id))?;
+        let mut inst = self.instance_opt(id).ok_or_else(|| not_found(id))?;
         change(id, inst.status, to, verb)?;
         inst.status = to;
-        edit(inst);
-        if to.is_terminal() {
-            self.active.remove(&id);
-        } else {
-            self.active.insert(id);
-        }
-        if inst.stop_pending.is_some() {
-            self.unconfirmed_stops.insert(id);
-        } else {
-            self.unconfirmed_stops.remove(&id);
-        }
-        Ok(Reply::Instance(Box::new(inst.clone())))
+        edit(&mut inst);
+        self.put_instance(&inst);
+        Ok(Reply::Instance(Box::new(inst)))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Jobs: their definitions and the index of their names.
 //!
-//! Owns create, update, delete and enable; keeps `job_names` in step with
-//! `jobs`; bumps `job_epoch` on every change to a definition (the leader's time
+//! Owns create, update, delete and enable; keeps the name index in step with
+//! the jobs; bumps the job epoch on every change to a definition (the leader's time
 //! wheel rebuilds when it moves). Never touches instances: a deleted job's
 //! instances stay as they are.
 
@@ -13,11 +13,6 @@ use crate::model::{validate_job, Job};
 use crate::types::JobId;
 
 impl State {
-    /// Looks a job up by id.
-    pub fn job(&self, id: JobId) -> Result<&Job, CommandError> {
-        self.jobs.get(&id).ok_or_else(|| not_found(id))
-    }
-
     pub(super) fn create_job(&mut self, spec: &JobSpec, now_ms: i64) -> Result<Reply, CommandError> {
         validate_job(spec).map_err(CommandError::Invalid)?;
         self.require_app(&spec.app)?;
@@ -27,8 +22,7 @@ impl State {
                 spec.name, spec.app
             )));
         }
-        self.next_job_id += 1;
-        let id = JobId(self.next_job_id);
+        let id = self.take_job_id();
         let job = Job {
             id,
             spec: spec.clone(),
@@ -39,9 +33,9 @@ impl State {
             expired: 0,
             expired_fires_through_ms: None,
         };
-        self.job_epoch += 1;
-        self.jobs.insert(id, job.clone());
-        self.job_names.insert(name_key(&spec.app, &spec.name), id);
+        self.bump_job_epoch();
+        self.put_job(&job);
+        self.set_job_name(&spec.app, &spec.name, Some(id));
         Ok(Reply::Job(Box::new(job)))
     }
 
@@ -61,46 +55,38 @@ impl State {
                 spec.name, spec.app
             )));
         }
-        let job = self.jobs.get_mut(&id).ok_or_else(|| not_found(id))?;
-        self.job_names.remove(&name_key(&job.spec.app, &job.spec.name));
-        self.job_names.insert(name_key(&spec.app, &spec.name), id);
+        let mut job = current;
+        self.set_job_name(&job.spec.app, &job.spec.name, None);
+        self.set_job_name(&spec.app, &spec.name, Some(id));
         job.spec = spec.clone();
         job.updated_at_ms = now_ms;
-        self.job_epoch += 1;
-        Ok(Reply::Job(Box::new(job.clone())))
+        self.bump_job_epoch();
+        self.put_job(&job);
+        Ok(Reply::Job(Box::new(job)))
     }
 
     pub(super) fn delete_job(&mut self, id: JobId) -> Result<Reply, CommandError> {
-        let job = self.jobs.remove(&id).ok_or_else(|| not_found(id))?;
-        self.job_names.remove(&name_key(&job.spec.app, &job.spec.name));
-        self.job_epoch += 1;
+        let job = self.job(id)?;
+        self.del_job(id);
+        self.set_job_name(&job.spec.app, &job.spec.name, None);
+        self.bump_job_epoch();
         Ok(Reply::JobDeleted { id })
     }
 
     /// Enables or disables a job; setting what it already is changes nothing.
     pub(super) fn set_job_enabled(&mut self, id: JobId, enabled: bool, now_ms: i64) -> Result<Reply, CommandError> {
-        let job = self.jobs.get_mut(&id).ok_or_else(|| not_found(id))?;
+        let mut job = self.job(id)?;
         if job.spec.enabled != enabled {
             job.spec.enabled = enabled;
             job.updated_at_ms = now_ms;
-            self.job_epoch += 1;
+            self.bump_job_epoch();
+            self.put_job(&job);
         }
-        Ok(Reply::Job(Box::new(job.clone())))
+        Ok(Reply::Job(Box::new(job)))
     }
 
     /// The job named `name` in `app`, unless it is `except`.
     fn job_named(&self, app: &str, name: &str, except: Option<JobId>) -> Option<JobId> {
-        self.job_names
-            .get(&name_key(app, name))
-            .copied()
-            .filter(|id| Some(*id) != except)
+        self.job_id_named(app, name).filter(|id| Some(*id) != except)
     }
-}
-
-fn name_key(app: &str, name: &str) -> String {
-    format!("{app}/{name}")
-}
-
-fn not_found(id: JobId) -> CommandError {
-    CommandError::NotFound(format!("job {id}"))
 }

@@ -33,7 +33,7 @@ impl State {
             // One key per request: a key inside a key has no meaning to give it.
             return Err(CommandError::Invalid("keyed commands cannot nest".into()));
         }
-        if let Some(first) = self.keys.live(key, now_ms) {
+        if let Some(first) = self.key_record(key).filter(|r| now_ms < r.expires_at_ms) {
             if first.request_digest != request_digest {
                 return Err(CommandError::KeyReused(format!(
                     "Idempotency-Key {key:?} was already used for a different request (another route or \
@@ -43,11 +43,11 @@ impl State {
             }
             return first.response.clone();
         }
-        self.keys.prune(now_ms, PRUNE_PER_APPLY);
+        self.prune_keys(now_ms, PRUNE_PER_APPLY);
         let response = self.apply_inner(command);
-        self.keys.record(
+        self.put_key_record(
             key,
-            KeyRecord {
+            &KeyRecord {
                 request_digest: request_digest.to_owned(),
                 expires_at_ms: now_ms.saturating_add(KEY_TTL_MS),
                 response: response.clone(),
@@ -101,7 +101,7 @@ mod tests {
         let again = s.apply(&keyed("k1", "d", 5_000, create_app("a", 5_000)));
         assert_eq!(again, first, "the first answer, not a 409");
         assert_eq!(s, after_first, "a duplicate changes nothing");
-        assert_eq!(s.apps["a"].created_at_ms, 1_000);
+        assert_eq!(s.app("a").expect("app").created_at_ms, 1_000);
         // Without the key, the same create is the conflict it always was.
         let bare = s.apply(&create_app("a", 6_000));
         assert!(matches!(bare.0, Err(CommandError::AlreadyExists(_))), "{bare:?}");
@@ -132,7 +132,7 @@ mod tests {
         );
         s.apply(&create_app("a", 1_500));
         assert_eq!(s.apply(&create(2_000)), first, "the retry answers the first answer");
-        assert!(s.jobs.is_empty(), "and does not create the job");
+        assert!(s.job(crate::types::JobId(1)).is_err(), "and does not create the job");
     }
 
     #[test]
@@ -158,11 +158,11 @@ mod tests {
         // At expiry the key is new: the command runs and is recorded afresh.
         let fresh = s.apply(&keyed("k", "d2", KEY_TTL_MS, create_app("b", KEY_TTL_MS)));
         assert_eq!(fresh.0, Ok(Reply::AppCreated { name: "b".into() }));
-        let rec = s.keys.live("k", KEY_TTL_MS).expect("recorded");
+        let rec = s.key_record("k").filter(|r| KEY_TTL_MS < r.expires_at_ms).expect("recorded");
         assert_eq!(rec.request_digest, "d2");
         assert_eq!(rec.expires_at_ms, 2 * KEY_TTL_MS);
-        assert_eq!(s.keys.len(), 1, "the old record was replaced, not kept beside");
-        assert_eq!(s.keys.expiry_len(), 1);
+        assert_eq!(s.key_count(), 1, "the old record was replaced, not kept beside");
+        assert_eq!(s.key_expiry_count(), 1);
     }
 
     #[test]
@@ -172,21 +172,21 @@ mod tests {
         for i in 0..n {
             s.apply(&keyed(&format!("old{i}"), "d", i as i64, create_app("a", 0)));
         }
-        assert_eq!(s.keys.len(), n);
+        assert_eq!(s.key_count(), n);
         let late = KEY_TTL_MS + n as i64;
         // A duplicate of a live key changes nothing, pruning included.
         s.apply(&keyed("new0", "d", late, create_app("a", 0)));
-        assert_eq!(s.keys.len(), n - PRUNE_PER_APPLY + 1);
+        assert_eq!(s.key_count(), n - PRUNE_PER_APPLY + 1);
         let before = s.clone();
         s.apply(&keyed("new0", "d", late, create_app("a", 0)));
         assert_eq!(s, before);
         // Each recording command prunes at most PRUNE_PER_APPLY.
         s.apply(&keyed("new1", "d", late, create_app("a", 0)));
-        assert_eq!(s.keys.len(), n - 2 * PRUNE_PER_APPLY + 2);
+        assert_eq!(s.key_count(), n - 2 * PRUNE_PER_APPLY + 2);
         s.apply(&keyed("new2", "d", late, create_app("a", 0)));
-        assert_eq!(s.keys.len(), 3, "only the three live keys are left");
-        assert_eq!(s.keys.expiry_len(), 3);
-        assert!(s.keys.live("old0", late).is_none());
+        assert_eq!(s.key_count(), 3, "only the three live keys are left");
+        assert_eq!(s.key_expiry_count(), 3);
+        assert!(s.key_record("old0").filter(|r| late < r.expires_at_ms).is_none());
     }
 
     #[test]

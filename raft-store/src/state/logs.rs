@@ -22,14 +22,13 @@ impl State {
     ) -> Result<Reply, CommandError> {
         let inst = self.instance(id)?;
         if attempt == Attempt(0) || attempt > inst.attempt {
-            return Err(stale(inst, attempt));
+            return Err(stale(&inst, attempt));
         }
         if inst.log_expired {
             // A late batch for a log the retention removed: do not start it again.
             return Ok(Reply::LogAppended { appended: false });
         }
-        let log = self.logs.entry(id).or_default();
-        let before = log.text.len() as u64;
+        let mut log = self.log_meta(id).unwrap_or_default();
         let received = log.received.get(&attempt).copied().unwrap_or(0);
         let len = data.len() as u64;
         if offset.saturating_add(len) <= received {
@@ -53,19 +52,19 @@ impl State {
         }
         log.received.insert(attempt, offset.saturating_add(len));
         if log.truncated {
+            self.put_log_meta(id, &log);
             return Ok(Reply::LogAppended { appended: false });
         }
-        let room = (cap as usize).saturating_sub(log.text.len());
+        let room = (cap as usize).saturating_sub(log.len as usize);
         if piece.len() <= room {
-            log.text.push_str(&piece);
+            self.push_log_text(id, &mut log, &piece);
         } else {
-            log.text.push_str(&bounded(&piece, room));
-            log.text.push_str(&format!("\n[log truncated at {cap} bytes]\n"));
+            let mut cut = bounded(&piece, room);
+            cut.push_str(&format!("\n[log truncated at {cap} bytes]\n"));
+            self.push_log_text(id, &mut log, &cut);
             log.truncated = true;
         }
-        self.log_bytes = self
-            .log_bytes
-            .saturating_add((log.text.len() as u64).saturating_sub(before));
+        self.put_log_meta(id, &log);
         Ok(Reply::LogAppended { appended: true })
     }
 }

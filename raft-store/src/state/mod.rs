@@ -1,14 +1,17 @@
 //! The replicated state and its pure `apply`.
 //!
 //! `State::apply` reads nothing but the state and the command: no clock, no
-//! randomness, no I/O (rule 1, docs/rules.md). Maps are ordered and the encoding is canonical
-//! (serde_json over `BTreeMap`s and structs in declaration order), so two nodes
-//! that applied the same log produce the same bytes and the same
-//! [`State::digest`] (rule 10, docs/rules.md).
+//! randomness, no I/O but the state's own records (rule 1, docs/rules.md).
+//! The records live in an ordered key-value store (`store`: RocksDB on a
+//! node, memory in tests), one key per record, and the encoding is canonical
+//! (fields in declaration order, maps ordered), so two nodes that applied the
+//! same log hold the same bytes and the same [`State::digest`] (rule 10,
+//! docs/rules.md).
 //!
-//! This file owns the record and the dispatch: `apply` hands each command to
-//! the one method that handles it, in `apps`, `jobs`, `instances`, `fires` or
-//! `logs`. Every such method checks before it changes anything, so a refused
+//! This file owns the dispatch: `apply` hands each command to the one method
+//! that handles it, in `apps`, `jobs`, `instances`, `fires`, `logs` or
+//! `retention`; `records` owns the typed access to the tables and keeps the
+//! indexes. Every such method checks before it changes anything, so a refused
 //! command leaves the state as it was; the one exception is a `Keyed` command,
 //! which records its key with the refusal (`keys`), so a retry answers the same.
 
@@ -18,81 +21,59 @@ mod instances;
 mod jobs;
 mod keys;
 mod logs;
+mod overlay;
+mod records;
 mod retention;
+pub mod store;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
-use openraft::{LogId, StoredMembership};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::command::{Command, CommandError, Reply, Response};
-use crate::idempotency::IdempotencyKeys;
-use crate::instance::{Instance, InstanceId, InstanceLog};
-use crate::model::{App, Job};
-use crate::retention::ClusterPolicy;
-use crate::types::{JobId, NodeId, QronNode};
+pub use crate::instance::{LogMeta, LogRead};
+use store::{in_digest, Kv, MemKv, Writes};
 
-/// Everything the cluster replicates.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Everything the cluster replicates: the committed records in a store, and
+/// the writes of the batch being applied.
 pub struct State {
-    /// The last log entry applied (openraft bookkeeping).
-    pub last_applied: Option<LogId<NodeId>>,
-    /// The last membership applied (openraft bookkeeping).
-    pub last_membership: StoredMembership<NodeId, QronNode>,
-    pub apps: BTreeMap<String, App>,
-    pub jobs: BTreeMap<JobId, Job>,
-    /// Index `"app/name"` → job id (names cannot contain `/`), kept by `apply`.
-    pub job_names: BTreeMap<String, JobId>,
-    /// The id the next created job gets.
-    pub next_job_id: u64,
-    pub instances: BTreeMap<InstanceId, Instance>,
-    /// Index of the instances not in a terminal status, kept by `apply`.
-    pub active: BTreeSet<InstanceId>,
-    /// Index of the instances with a stopped attempt not yet confirmed ended
-    /// (`Instance::stop_pending`), kept by `apply`.
-    #[serde(default)]
-    pub unconfirmed_stops: BTreeSet<InstanceId>,
-    pub logs: BTreeMap<InstanceId, InstanceLog>,
-    /// The id the next created instance gets.
-    pub next_instance_id: u64,
-    /// Bumped by every change to a job's definition (create, update, delete,
-    /// enable): the leader's time wheel rebuilds when it moves.
-    #[serde(default)]
-    pub job_epoch: u64,
-    /// Idempotency keys of client writes and their first answers, kept by `apply`.
-    #[serde(default)]
-    pub keys: IdempotencyKeys,
-    /// The cluster's retention (rule 12): defaults for every app and job.
-    #[serde(default)]
-    pub retention: ClusterPolicy,
-    /// Instances that expired, over the cluster's life.
-    #[serde(default)]
-    pub expired_total: u64,
-    /// Index job → its instances (oldest first), kept by `apply`; derived, so
-    /// not stored: [`State::rebuild_indexes`] makes it after a load.
-    #[serde(skip)]
-    pub by_job: BTreeMap<JobId, BTreeSet<InstanceId>>,
-    /// Bytes of all instance logs together, kept by `apply`; derived like `by_job`.
-    #[serde(skip)]
-    pub log_bytes: u64,
+    kv: Arc<dyn Kv>,
+    /// This batch's writes, not yet in `kv`; reads see them first.
+    writes: Writes,
+    /// The first store fault met while applying (see `store`).
+    fault: Mutex<Option<String>>,
 }
 
-/// The part of the state a digest covers: the domain data, not openraft's
-/// bookkeeping (whose log ids legitimately differ between a node that applied
-/// entries and one that installed a snapshot of them), nor the idempotency
-/// records (`keys`: remembered answers, not data; a refused keyed request
-/// records one, and a refused request must leave the digest as it was).
-#[derive(Serialize)]
-struct DigestView<'a> {
-    apps: &'a BTreeMap<String, App>,
-    jobs: &'a BTreeMap<JobId, Job>,
-    next_job_id: u64,
-    instances: &'a BTreeMap<InstanceId, Instance>,
-    logs: &'a BTreeMap<InstanceId, InstanceLog>,
-    next_instance_id: u64,
-    retention: &'a ClusterPolicy,
-    expired_total: u64,
+impl Default for State {
+    /// An empty state in memory.
+    fn default() -> Self {
+        State::over(Arc::new(MemKv::default()))
+    }
+}
+
+impl Clone for State {
+    /// The same committed store (shared, not copied) and a copy of the pending
+    /// writes: what tests compare before and after a command.
+    fn clone(&self) -> Self {
+        State {
+            kv: self.kv.clone(),
+            writes: self.writes.clone(),
+            fault: Mutex::new(None),
+        }
+    }
+}
+
+impl PartialEq for State {
+    /// Equal when every record, bookkeeping included, has the same bytes.
+    fn eq(&self, other: &Self) -> bool {
+        self.all_records() == other.all_records()
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("pending_writes", &self.writes.len()).finish()
+    }
 }
 
 impl State {
@@ -193,34 +174,49 @@ impl State {
         Ok(Reply::Batch(out))
     }
 
-    /// Makes the derived indexes (`by_job`, `log_bytes`) from the records:
-    /// after a state is loaded from a snapshot. `apply` keeps them from then on.
-    pub fn rebuild_indexes(&mut self) {
-        self.by_job.clear();
-        for (id, inst) in &self.instances {
-            self.by_job.entry(inst.job_id).or_default().insert(*id);
-        }
-        self.log_bytes = self.logs.values().map(|l| l.text.len() as u64).sum();
+    /// Every record, bookkeeping included, in key order.
+    pub fn all_records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        self.scan(&[], &[0xff; 2], false, |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        });
+        out
     }
 
-    /// The canonical bytes of the domain data.
+    /// Visits every record the digest covers, in key order.
+    fn for_each_digested(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        self.scan(&[], &[0xff; 2], false, |k, v| {
+            if k.first().is_some_and(|t| in_digest(*t)) {
+                f(k, v);
+            }
+            true
+        });
+    }
+
+    /// The canonical bytes of the domain data: every record the digest covers,
+    /// key and value, each prefixed by its length.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        // Serializing ordered maps of plain structs cannot fail.
-        serde_json::to_vec(&DigestView {
-            apps: &self.apps,
-            jobs: &self.jobs,
-            next_job_id: self.next_job_id,
-            instances: &self.instances,
-            logs: &self.logs,
-            next_instance_id: self.next_instance_id,
-            retention: &self.retention,
-            expired_total: self.expired_total,
-        })
-        .unwrap_or_default()
+        let mut out = Vec::new();
+        self.for_each_digested(|k, v| {
+            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            out.extend_from_slice(k);
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(v);
+        });
+        out
     }
 
-    /// SHA-256 of [`State::canonical_bytes`], hex encoded.
+    /// SHA-256 of [`State::canonical_bytes`], hex encoded, computed as the
+    /// records stream by.
     pub fn digest(&self) -> String {
-        hex::encode(Sha256::digest(self.canonical_bytes()))
+        let mut h = Sha256::new();
+        self.for_each_digested(|k, v| {
+            h.update((k.len() as u32).to_be_bytes());
+            h.update(k);
+            h.update((v.len() as u32).to_be_bytes());
+            h.update(v);
+        });
+        hex::encode(h.finalize())
     }
 }

@@ -12,13 +12,14 @@ use qron_proto::api::Retention;
 use super::State;
 use crate::command::{CommandError, Reply};
 use crate::instance::{Instance, InstanceId};
-use crate::retention::{validate, validate_cluster, Plan};
+use crate::retention::{validate, validate_cluster, Plan, MAX_JOBS_PER_PLAN};
 use crate::types::JobId;
 
 impl State {
-    /// The next bounded batch the retention policy lets expire at `now_ms` (see [`plan`]).
-    pub fn expiry_plan(&self, now_ms: i64, max: usize) -> Plan {
-        plan(self, now_ms, max)
+    /// The next bounded batch the retention policy lets expire at `now_ms`,
+    /// walking the jobs from `from` (see [`plan`]).
+    pub fn expiry_plan(&self, now_ms: i64, max: usize, from: JobId) -> Plan {
+        plan(self, now_ms, max, from)
     }
 
     /// Whether `inst` may be removed now: finished (an operator's retry cannot
@@ -29,48 +30,37 @@ impl State {
         inst.status.is_terminal()
             && inst.stop_pending.is_none()
             && self
-                .jobs
-                .get(&inst.job_id)
-                .is_none_or(|j| j.last_fired_instance != Some(inst.id))
+                .job(inst.job_id)
+                .map_or(true, |j| j.last_fired_instance != Some(inst.id))
     }
 
     pub(super) fn expire(&mut self, instances: &[InstanceId], logs: &[InstanceId]) -> Result<Reply, CommandError> {
         let mut removed = 0u64;
         for id in instances {
-            let Some(inst) = self.instances.get(id) else { continue };
-            if !self.expirable(inst) {
+            let Some(inst) = self.instance_opt(*id) else { continue };
+            if !self.expirable(&inst) {
                 continue;
             }
-            let (job_id, fire) = (inst.job_id, inst.fire_time_ms);
-            self.instances.remove(id);
-            self.active.remove(id);
-            self.unconfirmed_stops.remove(id);
-            self.remove_log(*id);
-            if let Some(set) = self.by_job.get_mut(&job_id) {
-                set.remove(id);
-                if set.is_empty() {
-                    self.by_job.remove(&job_id);
-                }
-            }
-            if let Some(job) = self.jobs.get_mut(&job_id) {
+            self.del_instance(&inst);
+            if let Ok(mut job) = self.job(inst.job_id) {
                 job.expired += 1;
-                if let Some(f) = fire {
+                if let Some(f) = inst.fire_time_ms {
                     job.expired_fires_through_ms = Some(job.expired_fires_through_ms.map_or(f, |t| t.max(f)));
                 }
+                self.put_job(&job);
             }
-            self.expired_total += 1;
+            self.count_expired();
             removed += 1;
         }
         let mut logs_removed = 0u64;
         for id in logs {
-            let Some(inst) = self.instances.get(id) else { continue };
-            if !self.expirable(inst) {
+            let Some(mut inst) = self.instance_opt(*id) else { continue };
+            if !self.expirable(&inst) {
                 continue;
             }
             if self.remove_log(*id) {
-                if let Some(i) = self.instances.get_mut(id) {
-                    i.log_expired = true;
-                }
+                inst.log_expired = true;
+                self.put_instance(&inst);
                 logs_removed += 1;
             }
         }
@@ -80,25 +70,14 @@ impl State {
         })
     }
 
-    /// Removes an instance's log and its bytes from the total; false if it had none.
-    fn remove_log(&mut self, id: InstanceId) -> bool {
-        match self.logs.remove(&id) {
-            Some(log) => {
-                self.log_bytes = self.log_bytes.saturating_sub(log.text.len() as u64);
-                true
-            }
-            None => false,
-        }
-    }
-
     pub(super) fn set_app_retention(&mut self, app: &str, retention: &Retention) -> Result<Reply, CommandError> {
         validate("app retention", retention).map_err(CommandError::Invalid)?;
-        let a = self
-            .apps
-            .get_mut(app)
+        let mut a = self
+            .app(app)
             .ok_or_else(|| CommandError::NotFound(format!("app {app:?}")))?;
         a.retention = retention.clone();
-        Ok(Reply::App(Box::new(a.clone())))
+        self.put_app(&a);
+        Ok(Reply::App(Box::new(a)))
     }
 
     pub(super) fn set_cluster_retention(
@@ -108,7 +87,7 @@ impl State {
         max_log_bytes: Option<u64>,
     ) -> Result<Reply, CommandError> {
         validate_cluster(max_age_ms, max_count, max_log_bytes).map_err(CommandError::Invalid)?;
-        let r = &mut self.retention;
+        let mut r = self.retention();
         if let Some(v) = max_age_ms {
             r.max_age_ms = v;
         }
@@ -118,75 +97,88 @@ impl State {
         if let Some(v) = max_log_bytes {
             r.max_log_bytes = v;
         }
-        Ok(Reply::ClusterRetention(r.clone()))
+        self.put_retention(&r);
+        Ok(Reply::ClusterRetention(r))
     }
 }
 
 /// The policy in force for one job's instances: (max age, max count).
-fn effective(state: &State, job: JobId, app: &str) -> (u64, u64) {
-    let job = state.jobs.get(&job).map(|j| &j.spec.retention);
-    let app = state.apps.get(app).map(|a| &a.retention);
-    let pick =
-        |f: fn(&Retention) -> Option<u64>, cluster: u64| job.and_then(f).or_else(|| app.and_then(f)).unwrap_or(cluster);
-    let c = &state.retention;
-    (pick(|r| r.max_age_ms, c.max_age_ms), pick(|r| r.max_count, c.max_count))
+fn effective(state: &State, cluster: &crate::retention::ClusterPolicy, job: JobId, app: &str) -> (u64, u64) {
+    let job = state.job(job).ok().map(|j| j.spec.retention);
+    let app = state.app(app).map(|a| a.retention);
+    let pick = |f: fn(&Retention) -> Option<u64>, cluster: u64| {
+        job.as_ref().and_then(f).or_else(|| app.as_ref().and_then(f)).unwrap_or(cluster)
+    };
+    (pick(|r| r.max_age_ms, cluster.max_age_ms), pick(|r| r.max_count, cluster.max_count))
 }
 
 /// Picks at most `max` instances (and `max` logs) that the policy lets expire
 /// at `now_ms`, oldest first within each job. Pure: the same state and time
 /// give the same plan.
 ///
-/// Per job, its instances are walked from the oldest: one expires when it is
+/// The jobs are walked from `from`, at most [`MAX_JOBS_PER_PLAN`] of them;
+/// `next_job` says where the next plan resumes. Per job, its instances are walked from the oldest: one expires when it is
 /// expirable (`State::expirable`) and either not among the newest `max_count`
 /// or finished before `now_ms - max_age`. The walk stops at the first instance
 /// created after that cut-off once the count is satisfied (every later one is
 /// younger). Then, while all logs together exceed the cluster's bound, the
 /// oldest logs of finished instances go.
-pub(super) fn plan(state: &State, now_ms: i64, max: usize) -> Plan {
+pub(super) fn plan(state: &State, now_ms: i64, max: usize, from: JobId) -> Plan {
     let mut out = Plan::default();
-    for (job, ids) in &state.by_job {
-        if out.instances.len() >= max {
-            break;
-        }
-        let Some(first) = ids.iter().next().and_then(|id| state.instances.get(id)) else {
-            continue;
-        };
-        let (max_age, max_count) = effective(state, *job, &first.app);
-        let cutoff = now_ms.saturating_sub(i64::try_from(max_age).unwrap_or(i64::MAX));
-        let excess = (ids.len() as u64).saturating_sub(max_count);
-        for (rank, id) in ids.iter().enumerate() {
-            let Some(inst) = state.instances.get(id) else { continue };
-            let over_count = (rank as u64) < excess;
+    let cluster = state.retention();
+    let mut jobs = Vec::new();
+    state.jobs_with_instances(from, |job, held| {
+        jobs.push((job, held));
+        jobs.len() <= MAX_JOBS_PER_PLAN
+    });
+    // One more than a plan looks at was read: it is where the next one starts.
+    if jobs.len() > MAX_JOBS_PER_PLAN {
+        out.next_job = jobs.pop().map(|(j, _)| j);
+    }
+    for (job, held) in jobs {
+        let mut policy = None;
+        let mut rank = 0u64;
+        state.job_instance_ids(job, InstanceId(0), false, |id| {
+            let Some(inst) = state.instance_opt(id) else { return true };
+            let (max_age, max_count) = *policy.get_or_insert_with(|| effective(state, &cluster, job, &inst.app));
+            let cutoff = now_ms.saturating_sub(i64::try_from(max_age).unwrap_or(i64::MAX));
+            let over_count = rank < held.saturating_sub(max_count);
+            rank += 1;
             if !over_count && inst.created_at_ms >= cutoff {
-                break;
+                return false;
             }
             let too_old = inst.finished_at_ms.is_some_and(|f| f < cutoff);
-            if (over_count || too_old) && state.expirable(inst) {
-                out.instances.push(*id);
-                if out.instances.len() >= max {
-                    break;
-                }
+            if (over_count || too_old) && state.expirable(&inst) {
+                out.instances.push(id);
             }
+            out.instances.len() < max
+        });
+        if out.instances.len() >= max {
+            // This job may have more to go: the next plan starts with it.
+            out.next_job = Some(job);
+            break;
         }
     }
     let planned: std::collections::BTreeSet<InstanceId> = out.instances.iter().copied().collect();
-    let bound = state.retention.max_log_bytes;
-    if state.log_bytes > bound {
-        let mut to_free = state.log_bytes - bound;
+    let bound = cluster.max_log_bytes;
+    let total = state.log_bytes();
+    if total > bound {
+        let mut to_free = total - bound;
         // Bounded work per call, even when the bytes belong to logs that cannot go.
-        for (id, log) in state.logs.iter().take(max.saturating_mul(10)) {
-            if to_free == 0 || out.logs.len() >= max {
-                break;
+        let mut looked = 0usize;
+        state.logs_oldest_first(|id, len| {
+            looked += 1;
+            if to_free == 0 || out.logs.len() >= max || looked > max.saturating_mul(10) {
+                return false;
             }
-            if planned.contains(id) {
-                to_free = to_free.saturating_sub(log.text.len() as u64);
-                continue;
+            if planned.contains(&id) {
+                to_free = to_free.saturating_sub(len);
+            } else if state.instance_opt(id).is_some_and(|i| state.expirable(&i)) {
+                to_free = to_free.saturating_sub(len);
+                out.logs.push(id);
             }
-            if state.instances.get(id).is_some_and(|i| state.expirable(i)) {
-                to_free = to_free.saturating_sub(log.text.len() as u64);
-                out.logs.push(*id);
-            }
-        }
+            true
+        });
     }
     out
 }
@@ -231,72 +223,113 @@ mod tests {
         v.iter().map(|i| i.0).collect()
     }
 
+    fn set_cluster(s: &mut State, f: impl FnOnce(&mut crate::retention::ClusterPolicy)) {
+        let mut r = s.retention();
+        f(&mut r);
+        s.put_retention(&r);
+    }
+
+    fn edit_job(s: &mut State, f: impl FnOnce(&mut crate::model::Job)) {
+        let mut j = s.job(JobId(1)).expect("job");
+        f(&mut j);
+        s.put_job(&j);
+    }
+
+    fn give_log(s: &mut State, id: u64, text: &str) {
+        let mut m = super::super::LogMeta::default();
+        s.push_log_text(InstanceId(id), &mut m, text);
+        s.put_log_meta(InstanceId(id), &m);
+    }
+
+    fn held(s: &State) -> u64 {
+        s.held_of(JobId(1))
+    }
+
+    fn log_expired(s: &State, id: u64) -> bool {
+        s.instance(InstanceId(id)).expect("instance").log_expired
+    }
+
     #[test]
     fn by_count_the_oldest_beyond_the_newest_n_expire() {
         let mut s = state_with(5);
-        s.retention.max_count = 2;
-        let p = plan(&s, 6_000, 100);
+        set_cluster(&mut s, |r| r.max_count = 2);
+        let p = plan(&s, 6_000, 100, JobId(0));
         assert_eq!(ids(&p.instances), [1, 2, 3]);
         // A batch bound is honoured, oldest first.
-        assert_eq!(ids(&plan(&s, 6_000, 2).instances), [1, 2]);
+        assert_eq!(ids(&plan(&s, 6_000, 2, JobId(0)).instances), [1, 2]);
     }
 
     #[test]
     fn by_age_only_what_finished_before_the_cutoff_expires() {
         let mut s = state_with(5);
-        s.retention.max_age_ms = 2_500;
+        set_cluster(&mut s, |r| r.max_age_ms = 2_500);
         // now 6000: cutoff 3500 → instances finished at 1000, 2000, 3000.
-        assert_eq!(ids(&plan(&s, 6_000, 100).instances), [1, 2, 3]);
-        assert!(plan(&s, 3_000, 100).is_empty());
+        assert_eq!(ids(&plan(&s, 6_000, 100, JobId(0)).instances), [1, 2, 3]);
+        assert!(plan(&s, 3_000, 100, JobId(0)).is_empty());
+    }
+
+    #[test]
+    fn a_full_batch_resumes_at_its_job_and_a_long_walk_at_the_next_job() {
+        let mut s = state_with(5);
+        set_cluster(&mut s, |r| r.max_count = 1);
+        let p = plan(&s, 6_000, 2, JobId(0));
+        assert_eq!((ids(&p.instances), p.next_job), (vec![1, 2], Some(JobId(1))));
+        // Not full: the walk ended, the next starts over.
+        let p = plan(&s, 6_000, 100, JobId(0));
+        assert_eq!((ids(&p.instances), p.next_job), (vec![1, 2, 3, 4], None));
+        // Starting past every job finds nothing and starts over.
+        let p = plan(&s, 6_000, 100, JobId(2));
+        assert!(p.is_empty() && p.next_job.is_none());
     }
 
     #[test]
     fn overrides_inherit_job_then_app_then_cluster() {
         let mut s = state_with(4);
-        s.retention.max_count = 3;
-        assert_eq!(ids(&plan(&s, 5_000, 100).instances), [1]);
-        s.apps.get_mut("a").expect("app").retention.max_count = Some(2);
-        assert_eq!(ids(&plan(&s, 5_000, 100).instances), [1, 2]);
-        s.jobs.get_mut(&JobId(1)).expect("job").spec.retention.max_count = Some(1);
-        assert_eq!(ids(&plan(&s, 5_000, 100).instances), [1, 2, 3]);
+        set_cluster(&mut s, |r| r.max_count = 3);
+        assert_eq!(ids(&plan(&s, 5_000, 100, JobId(0)).instances), [1]);
+        let mut app = s.app("a").expect("app");
+        app.retention.max_count = Some(2);
+        s.put_app(&app);
+        assert_eq!(ids(&plan(&s, 5_000, 100, JobId(0)).instances), [1, 2]);
+        edit_job(&mut s, |j| j.spec.retention.max_count = Some(1));
+        assert_eq!(ids(&plan(&s, 5_000, 100, JobId(0)).instances), [1, 2, 3]);
     }
 
     #[test]
     fn active_and_stop_pending_instances_and_the_delay_anchor_never_expire() {
         let mut s = state_with(3);
-        s.retention.max_count = 1;
+        set_cluster(&mut s, |r| r.max_count = 1);
         // A fourth instance still waiting: the oldest of a larger set, but active.
         s.apply(&Command::RunJob {
             job: JobId(1),
             params: String::new(),
             now_ms: 10_000,
         });
-        let p = plan(&s, 20_000, 100);
+        let p = plan(&s, 20_000, 100, JobId(0));
         assert!(!p.instances.contains(&InstanceId(4)), "{p:?}");
         assert_eq!(ids(&p.instances), [1, 2, 3]);
         // The job's newest fire is kept whatever the policy says.
-        s.jobs.get_mut(&JobId(1)).expect("job").last_fired_instance = Some(InstanceId(2));
-        assert_eq!(ids(&plan(&s, 20_000, 100).instances), [1, 3]);
+        edit_job(&mut s, |j| j.last_fired_instance = Some(InstanceId(2)));
+        assert_eq!(ids(&plan(&s, 20_000, 100, JobId(0)).instances), [1, 3]);
         // And apply refuses what is not expirable, whatever the proposer sent.
-        let before = s.instances.len();
+        let before = held(&s);
         s.apply(&Command::Expire {
             instances: vec![InstanceId(2), InstanceId(4)],
             logs: vec![],
             now_ms: 20_000,
         });
-        assert_eq!(s.instances.len(), before, "neither the anchor nor the active one went");
+        assert_eq!(held(&s), before, "neither the anchor nor the active one went");
     }
 
     #[test]
     fn logs_over_the_cluster_bound_go_oldest_first_and_the_instances_stay() {
         let mut s = state_with(3);
         for i in 1..=3u64 {
-            s.logs.entry(InstanceId(i)).or_default().text = "x".repeat(100);
+            give_log(&mut s, i, &"x".repeat(100));
         }
-        s.rebuild_indexes();
-        assert_eq!(s.log_bytes, 300);
-        s.retention.max_log_bytes = 150;
-        let p = plan(&s, 4_000, 100);
+        assert_eq!(s.log_bytes(), 300);
+        set_cluster(&mut s, |r| r.max_log_bytes = 150);
+        let p = plan(&s, 4_000, 100, JobId(0));
         assert!(p.instances.is_empty());
         assert_eq!(ids(&p.logs), [1, 2]);
         s.apply(&Command::Expire {
@@ -304,21 +337,22 @@ mod tests {
             logs: p.logs,
             now_ms: 4_000,
         });
-        assert_eq!(s.log_bytes, 100);
-        assert!(s.instances[&InstanceId(1)].log_expired && s.instances.contains_key(&InstanceId(2)));
+        assert_eq!(s.log_bytes(), 100);
+        assert!(log_expired(&s, 1) && s.instance_opt(InstanceId(2)).is_some());
+        assert_eq!(s.log_text(InstanceId(1), 0, 1000).text, "", "the text went with the log");
+        assert_eq!(s.log_text(InstanceId(3), 0, 1000).text, "x".repeat(100));
     }
 
     #[test]
     fn a_retried_instance_logs_again_after_its_log_expired() {
         let mut s = state_with(1);
-        s.logs.entry(InstanceId(1)).or_default().text = "old".into();
-        s.rebuild_indexes();
+        give_log(&mut s, 1, "old");
         s.apply(&Command::Expire {
             instances: vec![],
             logs: vec![InstanceId(1)],
             now_ms: 2_000,
         });
-        assert!(s.instances[&InstanceId(1)].log_expired);
+        assert!(log_expired(&s, 1));
         s.apply(&Command::RetryInstance {
             instance: InstanceId(1),
             now_ms: 3_000,
@@ -338,8 +372,9 @@ mod tests {
             cap: 1_000,
         });
         assert_eq!(r.0, Ok(crate::command::Reply::LogAppended { appended: true }));
-        assert!(!s.instances[&InstanceId(1)].log_expired);
-        assert_eq!(s.log_bytes, 4);
+        assert!(!log_expired(&s, 1));
+        assert_eq!(s.log_bytes(), 4);
+        assert_eq!(s.log_text(InstanceId(1), 0, 1000).text, "new\n");
     }
 
     #[test]
@@ -350,8 +385,9 @@ mod tests {
             logs: vec![],
             now_ms: 9_000,
         });
-        assert_eq!(s.jobs[&JobId(1)].expired, 1);
-        assert_eq!(s.expired_total, 1);
+        assert_eq!(s.job(JobId(1)).expect("job").expired, 1);
+        assert_eq!(s.expired_total(), 1);
+        assert_eq!(held(&s), 2);
         assert!(matches!(
             s.instance(InstanceId(1)),
             Err(crate::command::CommandError::Expired(m)) if m.contains("retention")

@@ -36,7 +36,7 @@ pub async fn create(
     };
     match app.propose(&key, cmd).await? {
         Reply::AppCreated { name } => {
-            let view = app.ctx.state.read().apps.get(&name).map(view);
+            let view = app.ctx.state.read().app(&name).as_ref().map(view);
             view.map(|v| (StatusCode::CREATED, Json(v)))
                 .ok_or_else(|| ApiError::Internal(format!("app {name:?} vanished after creation")))
         }
@@ -50,7 +50,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ReadParams>,
 ) -> Result<Json<AppList>, ApiError> {
     app.read_barrier(q.stale).await?;
-    let apps = app.ctx.state.read().apps.values().map(view).collect();
+    let apps = app.ctx.state.read().apps().iter().map(view).collect();
     Ok(Json(AppList { apps }))
 }
 

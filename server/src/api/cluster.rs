@@ -180,7 +180,7 @@ pub async fn digest(State(app): State<Arc<ApiState>>) -> Json<DigestView> {
     let s = app.ctx.state.read();
     Json(DigestView {
         node_id: app.ctx.id,
-        applied_index: s.last_applied.map(|l| l.index),
+        applied_index: s.last_applied().map(|l| l.index),
         digest: s.digest(),
     })
 }
@@ -191,7 +191,7 @@ pub async fn retention(
     ApiQuery(q): ApiQuery<ReadParams>,
 ) -> Result<Json<ClusterRetention>, ApiError> {
     app.read_barrier(q.stale).await?;
-    let view = app.ctx.state.read().retention.view();
+    let view = app.ctx.state.read().retention().view();
     Ok(Json(view))
 }
 

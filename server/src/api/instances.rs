@@ -116,30 +116,40 @@ pub async fn list(
     };
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     app.read_barrier(q.stale).await?;
-    let state = app.ctx.state.read();
+    // A handle on the store, not the read lock: a filtered listing may walk many
+    // records, and holding the lock that long would stall apply (each read
+    // still sees whole batches).
+    let state = app.ctx.state.read().fresh();
     let from = InstanceId(q.after_id.map_or(0, |a| a.saturating_add(1)));
-    // One job's instances come from its index: the newest 20 of a job cost the
-    // same among 10 million instances as among 100.
-    let all: Box<dyn Iterator<Item = &Instance>> = match (q.job, q.after_id) {
-        (Some(j), after) => {
-            let ids = state.by_job.get(&JobId(j)).map(|set| set.range(from..));
-            let ids: Box<dyn Iterator<Item = &InstanceId>> = match (ids, after) {
-                (None, _) => Box::new(std::iter::empty()),
-                (Some(r), Some(_)) => Box::new(r),
-                (Some(r), None) => Box::new(r.rev()),
-            };
-            Box::new(ids.filter_map(|id| state.instances.get(id)))
-        }
-        (None, Some(_)) => Box::new(state.instances.range(from..).map(|(_, i)| i)),
-        (None, None) => Box::new(state.instances.values().rev()),
+    let newest_first = q.after_id.is_none();
+    let keep = |i: &Instance| {
+        q.job.is_none_or(|j| i.job_id.0 == j)
+            && q.app.as_ref().is_none_or(|a| *a == i.app)
+            && status.is_none_or(|s| i.status == s)
     };
-    let instances = all
-        .filter(|i| q.job.is_none_or(|j| i.job_id.0 == j))
-        .filter(|i| q.app.as_ref().is_none_or(|a| *a == i.app))
-        .filter(|i| status.is_none_or(|s| i.status == s))
-        .take(limit)
-        .map(view)
-        .collect();
+    let mut instances = Vec::new();
+    match q.job {
+        // One job's instances come from its index: the newest 20 of a job cost
+        // the same among 10 million instances as among 100.
+        Some(j) => {
+            let start = if newest_first { InstanceId(0) } else { from };
+            state.job_instance_ids(JobId(j), start, newest_first, |id| {
+                if let Some(i) = state.instance_opt(id).filter(|i| keep(i)) {
+                    instances.push(view(&i));
+                }
+                instances.len() < limit
+            });
+        }
+        None => {
+            let start = if newest_first { InstanceId(0) } else { from };
+            state.instances_from(start, newest_first, |i| {
+                if keep(&i) {
+                    instances.push(view(&i));
+                }
+                instances.len() < limit
+            });
+        }
+    }
     Ok(Json(InstanceList {
         instances,
         history: Some(history(&state, q.job.map(JobId))),
@@ -148,20 +158,26 @@ pub async fn list(
 
 /// How far back history goes: of one job, or of the whole cluster.
 fn history(state: &qron_raft_store::State, job: Option<JobId>) -> HistoryView {
-    let (oldest, expired) = match job {
-        Some(j) => (
-            state
-                .by_job
-                .get(&j)
-                .and_then(|ids| ids.first())
-                .and_then(|id| state.instances.get(id)),
-            state.jobs.get(&j).map_or(0, |job| job.expired),
-        ),
-        None => (state.instances.values().next(), state.expired_total),
+    let mut oldest = None;
+    let expired = match job {
+        Some(j) => {
+            state.job_instance_ids(j, InstanceId(0), false, |id| {
+                oldest = state.instance_opt(id);
+                false
+            });
+            state.job(j).map_or(0, |job| job.expired)
+        }
+        None => {
+            state.instances_from(InstanceId(0), false, |i| {
+                oldest = Some(i);
+                false
+            });
+            state.expired_total()
+        }
     };
     HistoryView {
-        oldest_id: oldest.map(|i| i.id.0),
-        oldest_created_at_ms: oldest.map(|i| i.created_at_ms),
+        oldest_id: oldest.as_ref().map(|i| i.id.0),
+        oldest_created_at_ms: oldest.as_ref().map(|i| i.created_at_ms),
         expired,
     }
 }
@@ -174,7 +190,7 @@ pub async fn get(
 ) -> Result<Json<InstanceView>, ApiError> {
     app.read_barrier(q.stale).await?;
     let state = app.ctx.state.read();
-    Ok(Json(view(state.instance(InstanceId(id))?)))
+    Ok(Json(view(&state.instance(InstanceId(id))?)))
 }
 
 /// `POST /api/v1/instances/{id}/stop`: marks it STOPPED and tells its worker to stop.
@@ -260,25 +276,15 @@ pub async fn logs(
     app.read_barrier(q.stale).await?;
     let state = app.ctx.state.read();
     let inst = state.instance(InstanceId(id))?;
-    let (text, truncated) = state
-        .logs
-        .get(&inst.id)
-        .map_or(("", false), |l| (l.text.as_str(), l.truncated));
-    let mut start = (q.offset as usize).min(text.len());
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    let mut end = (start + MAX_LOG_READ).min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    let read = state.log_text(inst.id, q.offset, MAX_LOG_READ);
+    let next_offset = read.offset + read.text.len() as u64;
     Ok(Json(InstanceLogView {
         instance_id: id,
-        offset: start as u64,
-        next_offset: end as u64,
-        data: text[start..end].to_owned(),
-        truncated,
-        finished: inst.status.is_terminal() && end == text.len(),
+        offset: read.offset,
+        next_offset,
+        finished: inst.status.is_terminal() && next_offset == read.len,
+        data: read.text,
+        truncated: read.truncated,
         log_expired: inst.log_expired,
     }))
 }

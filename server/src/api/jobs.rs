@@ -21,9 +21,20 @@ use crate::clock::now_ms;
 pub struct ListParams {
     #[serde(default)]
     pub app: Option<String>,
+    /// At most this many jobs (default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Page forward: jobs with a larger id.
+    #[serde(default)]
+    pub after_id: Option<u64>,
     #[serde(default)]
     pub stale: bool,
 }
+
+/// Jobs in one answer when the request does not say.
+pub const DEFAULT_LIMIT: usize = 1_000;
+/// Most jobs in one answer.
+pub const MAX_LIMIT: usize = 10_000;
 
 fn job_reply(reply: Reply) -> Result<Json<JobView>, ApiError> {
     match reply {
@@ -50,7 +61,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, job_reply(reply)?))
 }
 
-/// `GET /api/v1/jobs?app=`.
+/// `GET /api/v1/jobs?app=&limit=&after_id=`: by id, a page at a time.
 pub async fn list(
     State(app): State<Arc<ApiState>>,
     ApiQuery(q): ApiQuery<ListParams>,
@@ -58,14 +69,16 @@ pub async fn list(
     app.read_barrier(q.stale).await?;
     let state = app.ctx.state.read();
     if let Some(name) = &q.app {
-        if !state.apps.contains_key(name) {
+        if state.app(name).is_none() {
             return Err(ApiError::NotFound(format!("app {name:?} not found")));
         }
     }
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let jobs = state
-        .jobs
-        .values()
-        .filter(|j| q.app.as_ref().is_none_or(|a| *a == j.spec.app))
+        .jobs_page(q.after_id.map(JobId), limit, |j| {
+            q.app.as_ref().is_none_or(|a| *a == j.spec.app)
+        })
+        .iter()
         .map(|j| j.view())
         .collect();
     Ok(Json(JobList { jobs }))
@@ -188,7 +201,7 @@ pub async fn next_fires(
         let job = state.job(JobId(id))?;
         let last_end = job
             .last_fired_instance
-            .and_then(|i| state.instances.get(&i))
+            .and_then(|i| state.instance_opt(i))
             .and_then(|i| i.finished_at_ms);
         (job.spec.clone(), job.created_at_ms, last_end)
     };

@@ -77,8 +77,8 @@ impl Dispatcher<'_> {
         let now = now_ms();
         let p = {
             let state = self.ctx.state.read();
-            self.stops_sent
-                .retain(|(id, _), _| state.unconfirmed_stops.contains(id));
+            let unconfirmed: std::collections::HashSet<_> = state.unconfirmed_ids().into_iter().collect();
+            self.stops_sent.retain(|(id, _), _| unconfirmed.contains(id));
             plan::plan(
                 &state,
                 &workers,
@@ -155,7 +155,7 @@ impl Dispatcher<'_> {
         match inst.status {
             InstanceStatus::WaitingWorkerReceive => {
                 let Some(worker) = inst.worker.clone() else { return };
-                let job = self.ctx.state.read().jobs.get(&inst.job_id).map(|j| j.spec.clone());
+                let job = self.ctx.state.read().job(inst.job_id).ok().map(|j| j.spec);
                 let Some(job) = job else { return };
                 let s = Send {
                     worker,

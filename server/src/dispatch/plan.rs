@@ -19,7 +19,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use qron_proto::api::{JobSpec, NoWorkerPolicy};
-use qron_raft_store::{Attempt, Command, Instance, InstanceId, InstanceStatus, State, WorkerId};
+use qron_raft_store::{Attempt, Command, Instance, InstanceId, InstanceStatus, JobId, State, WorkerId};
 
 use super::registry::Worker;
 use super::select;
@@ -86,11 +86,15 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
         turn: input.turn,
         ..Plan::default()
     };
-    let mut waiting: Vec<(&Instance, Option<&JobSpec>)> = Vec::new();
-    let mut assigned: Vec<(&Instance, Option<&JobSpec>)> = Vec::new();
-    for id in &state.active {
-        let Some(inst) = state.instances.get(id) else { continue };
-        let job = state.jobs.get(&inst.job_id).map(|j| &j.spec);
+    let mut waiting: Vec<(Instance, Option<JobSpec>)> = Vec::new();
+    let mut assigned: Vec<(Instance, Option<JobSpec>)> = Vec::new();
+    let mut specs: HashMap<JobId, Option<JobSpec>> = HashMap::new();
+    for id in state.active_ids() {
+        let Some(inst) = state.instance_opt(id) else { continue };
+        let job = specs
+            .entry(inst.job_id)
+            .or_insert_with(|| state.job(inst.job_id).ok().map(|j| j.spec))
+            .clone();
         match inst.status {
             // A retried instance whose stopped attempt is not confirmed ended waits.
             InstanceStatus::WaitingDispatch
@@ -106,7 +110,7 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
     }
 
     let mut pending: HashMap<WorkerId, u32> = HashMap::new();
-    for (inst, job) in waiting {
+    for (inst, job) in &waiting {
         let Some(job) = job else {
             out.commands.push(Command::FailInstance {
                 instance: inst.id,
@@ -159,7 +163,7 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
         }
     }
 
-    for (inst, job) in assigned {
+    for (inst, job) in &assigned {
         let Some(worker) = inst.worker.as_ref() else { continue };
         let live = workers.iter().find(|w| &w.reg.worker_id == worker);
         let restarted = live.is_some_and(|w| {
@@ -203,8 +207,9 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
         }
     }
 
-    for id in &state.unconfirmed_stops {
-        let Some(p) = state.instances.get(id).and_then(|i| i.stop_pending.as_ref()) else {
+    for id in &state.unconfirmed_ids() {
+        let Some(inst) = state.instance_opt(*id) else { continue };
+        let Some(p) = inst.stop_pending.as_ref() else {
             continue;
         };
         let live = workers.iter().find(|w| w.reg.worker_id == p.worker);
@@ -267,7 +272,7 @@ pub fn stale_held(
     held: &BTreeSet<(InstanceId, Attempt)>,
 ) -> Vec<(InstanceId, Attempt)> {
     held.iter()
-        .filter(|(id, attempt)| match state.instances.get(id) {
+        .filter(|(id, attempt)| match state.instance_opt(*id) {
             Some(i) => {
                 let live = i.attempt == *attempt
                     && i.worker.as_ref() == Some(worker)
@@ -283,7 +288,7 @@ pub fn stale_held(
 #[cfg(test)]
 mod tests {
 
-    use qron_raft_store::{JobId, Reply};
+    use qron_raft_store::Reply;
     use tokio::sync::mpsc;
 
     use super::*;
@@ -442,16 +447,27 @@ mod tests {
 
     #[test]
     fn a_scheduled_instance_waits_until_its_fire_time_is_within_the_horizon() {
-        let (mut s, id) = state_with_instance("wait");
-        if let Some(i) = s.instances.get_mut(&id) {
-            i.fire_time_ms = Some(NOW + 501);
-        }
+        // Fires (not runs) of job 1 at the given time; the run-now instance is canceled.
+        let fired_at = |fire_time_ms: i64| {
+            let (mut s, id) = state_with_instance("wait");
+            s.apply(&Command::CancelInstance { instance: id, now_ms: NOW })
+                .0
+                .expect("cancel");
+            s.apply(&Command::Fire {
+                job: JobId(1),
+                fire_time_ms,
+                now_ms: NOW,
+                skip: None,
+            })
+            .0
+            .expect("fire");
+            s
+        };
         let (r, _rx) = registry(&[("w1", "i1")]);
         let sent = HashSet::new();
+        let s = fired_at(NOW + 501);
         assert!(plan(&s, &r.snapshot(), inputs(&sent, true)).commands.is_empty());
-        if let Some(i) = s.instances.get_mut(&id) {
-            i.fire_time_ms = Some(NOW + 500);
-        }
+        let s = fired_at(NOW + 500);
         assert_eq!(plan(&s, &r.snapshot(), inputs(&sent, true)).commands.len(), 1);
     }
 

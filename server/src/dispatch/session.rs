@@ -71,7 +71,7 @@ impl Session {
             return Err((RefusedCode::Invalid, "worker_id must be 1 to 256 bytes".into()));
         }
         let state = self.ctx.state.read();
-        match state.apps.get(&r.app) {
+        match state.app(&r.app) {
             None => Err((
                 RefusedCode::UnknownApp,
                 format!("unknown app {:?}: create it first (qronctl app create)", r.app),

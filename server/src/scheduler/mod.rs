@@ -53,7 +53,7 @@ pub async fn run(
     loop {
         {
             let s = ctx.state.read();
-            if s.job_epoch != wheel.epoch {
+            if s.job_epoch() != wheel.epoch {
                 wheel = Wheel::build(&s);
             }
             if wheel.has_delayed() {

@@ -41,14 +41,17 @@ impl Wheel {
             heap: BinaryHeap::new(),
             plans: HashMap::new(),
             delayed: HashSet::new(),
-            epoch: state.job_epoch,
+            epoch: state.job_epoch(),
         };
-        for job in state.jobs.values().filter(|j| j.spec.enabled) {
+        state.for_each_job(|job| {
+            if !job.spec.enabled {
+                return;
+            }
             let Ok(plan) = Plan::new(&job.spec, job.created_at_ms) else {
-                continue;
+                return;
             };
             match plan.timer {
-                Timer::Never => continue,
+                Timer::Never => return,
                 Timer::FixedDelay { .. } => {
                     w.delayed.insert(job.id);
                 }
@@ -60,7 +63,7 @@ impl Wheel {
                 }
             }
             w.plans.insert(job.id, (plan, job.spec.misfire_policy));
-        }
+        });
         w
     }
 
@@ -69,10 +72,10 @@ impl Wheel {
     pub fn chain_delayed(&mut self, state: &State) {
         let mut ready = Vec::new();
         for id in &self.delayed {
-            let (Some(job), Some((plan, _))) = (state.jobs.get(id), self.plans.get(id)) else {
+            let (Ok(job), Some((plan, _))) = (state.job(*id), self.plans.get(id)) else {
                 continue;
             };
-            let base = match job.last_fired_instance.and_then(|i| state.instances.get(&i)) {
+            let base = match job.last_fired_instance.and_then(|i| state.instance_opt(i)) {
                 None => Some(job.created_at_ms),
                 Some(i) if i.status.is_terminal() => i.finished_at_ms.or(Some(i.created_at_ms)),
                 Some(_) => None,

@@ -1,0 +1,150 @@
+//! `qron-bench soak`: N fixed-rate 1 s jobs (no-op processor, two workers)
+//! for M minutes with the cluster's retention set to a few minutes. Every
+//! minute: each server's resident memory and data dir size, instances made and
+//! expired. At the end: minute 10 against the last minute (flat means within
+//! 10%), and the chaos checker's fire invariant over the whole run (every fire
+//! time of every job has exactly one instance, or its instance expired and the
+//! job's expiry record accounts for it).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::stream::{self, StreamExt};
+use qron_chaos_tests::chaos::{check_fires, expected_fires, Report};
+use qron_chaos_tests::epoch_ms;
+use qron_proto::api::{InstanceList, InstanceView, JobView};
+use serde_json::json;
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// One minute's figures: per server (rss, disk), and instances made and expired.
+struct Mark {
+    minute: u64,
+    servers: Vec<(u64, u64, u64)>,
+    newest: u64,
+    expired: u64,
+}
+
+pub async fn run(jobs: usize, minutes: u64, retention_ms: u64) -> anyhow::Result<()> {
+    let (c, _) = super::worker_cluster().await?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let (status, body) = c
+        .send(
+            leader,
+            reqwest::Method::PUT,
+            "/api/v1/cluster/retention",
+            Some(&json!({"max_age_ms": retention_ms})),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "set retention: {status} {body}");
+    let t0 = (epoch_ms() / 1000 + 10 + jobs as i64 / 500) * 1000;
+    let t_end = t0 + minutes as i64 * 60_000;
+    let made: Vec<anyhow::Result<serde_json::Value>> = stream::iter(0..jobs)
+        .map(|i| {
+            let c = &c;
+            async move {
+                c.post_ok(
+                    leader,
+                    "/api/v1/jobs",
+                    &json!({"app": "bench", "name": format!("soak-{i}"),
+                            "schedule": {"type": "fixed_rate", "interval_ms": 1000, "start_at_ms": t0},
+                            "lifecycle": {"not_after_ms": t_end},
+                            "processor": {"type": "custom", "name": "noop"}}),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let ids: Vec<u64> = made
+        .into_iter()
+        .map(|r| r.map(|v| v["id"].as_u64().unwrap_or(0)))
+        .collect::<anyhow::Result<_>>()?;
+    println!("soak: {} jobs, t0 in {} s, {minutes} min, retention {retention_ms} ms", ids.len(), (t0 - epoch_ms()) / 1000);
+    tokio::time::sleep(Duration::from_millis((t0 - epoch_ms()).max(0) as u64)).await;
+    let start = Instant::now();
+    let mut marks = Vec::new();
+    for minute in 1..=minutes {
+        let due = Duration::from_secs(minute * 60);
+        tokio::time::sleep(due.saturating_sub(start.elapsed())).await;
+        let mut servers = Vec::new();
+        for id in c.running() {
+            let s = c.server(id)?;
+            let rss = s.pid().map(|p| super::rss_bytes(p).unwrap_or(0)).unwrap_or(0);
+            servers.push((id, rss, dir_bytes(&s.data_dir)));
+        }
+        let l = c.wait_leader(Duration::from_secs(20)).await?;
+        let v: InstanceList = c.get(l, "/api/v1/instances?limit=1&stale=true").await?;
+        let newest = v.instances.first().map_or(0, |i| i.id);
+        let expired = v.history.map_or(0, |h| h.expired);
+        let row: Vec<String> = servers
+            .iter()
+            .map(|(id, rss, disk)| format!("node{id} rss_mb={:.0} disk_mb={:.0}", *rss as f64 / 1e6, *disk as f64 / 1e6))
+            .collect();
+        println!("soak minute {minute}: instances={newest} expired={expired} held={} {}", newest - expired, row.join(" "));
+        marks.push(Mark {
+            minute,
+            servers,
+            newest,
+            expired,
+        });
+    }
+    // Flat: minute 10 (or the middle of a shorter run) against the last minute.
+    let at = marks.iter().find(|m| m.minute == 10.min(minutes / 2).max(1)).context("a mark")?;
+    let last = marks.last().context("a mark")?;
+    for ((id, rss0, disk0), (_, rss1, disk1)) in at.servers.iter().zip(&last.servers) {
+        let pct = |a: u64, b: u64| (b as f64 - a as f64) * 100.0 / a.max(1) as f64;
+        println!(
+            "soak node{id}: minute {} -> {}: rss {:+.1}% disk {:+.1}%",
+            at.minute,
+            last.minute,
+            pct(*rss0, *rss1),
+            pct(*disk0, *disk1)
+        );
+    }
+    println!(
+        "soak instances: made={} expired={} held at the end={}",
+        last.newest,
+        last.expired,
+        last.newest - last.expired
+    );
+    // The fire invariant over the whole run, expiry accounted.
+    let l = c.wait_leader(Duration::from_secs(20)).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut views = Vec::new();
+    for id in &ids {
+        views.push(c.get::<JobView>(l, &format!("/api/v1/jobs/{id}")).await?);
+    }
+    let mut all: Vec<InstanceView> = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: InstanceList = c
+            .get(l, &format!("/api/v1/instances?after_id={after}&limit=10000"))
+            .await?;
+        let Some(last) = page.instances.last() else { break };
+        after = last.id;
+        all.extend(page.instances);
+    }
+    let started: BTreeSet<u64> = all.iter().filter(|i| i.started_at_ms.is_some()).map(|i| i.id).collect();
+    let mut report = Report {
+        jobs: ids.len(),
+        instances: all.len(),
+        ..Report::default()
+    };
+    check_fires(&views, &expected_fires(t0, t_end), &all, &started, &[], &mut report);
+    println!("{}", report.summary().lines().nth(1).unwrap_or_default());
+    for p in report.problems.iter().take(10) {
+        println!("soak problem: {p}");
+    }
+    Ok(())
+}
