@@ -28,7 +28,7 @@ use std::sync::{mpsc, Mutex, MutexGuard};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
     WriteBufferManager, WriteOptions, DB,
 };
 use serde::de::DeserializeOwned;
@@ -47,8 +47,10 @@ pub(crate) const CF_STATE_B: &str = "state_b";
 
 /// The block cache every column family shares.
 pub const BLOCK_CACHE_BYTES: usize = 64 << 20;
-/// The bound on all memtables together (charged to the block cache).
+/// The bound on all memtables together.
 pub const MEMTABLE_BYTES: usize = 32 << 20;
+/// The bound on the write-ahead log files kept.
+pub const MAX_WAL_BYTES: u64 = 64 << 20;
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
@@ -60,15 +62,30 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, StorageError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    // A fixed memory budget (docs/storage.md): one block cache for every
-    // column family, and the memtables of all of them charged to one bound.
+    // A fixed memory budget (docs/architecture.md): one block cache for every
+    // column family (data, index and filter blocks), and the memtables of all
+    // of them under one bound.
     let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-    let buffers = WriteBufferManager::new_write_buffer_manager_with_cache(MEMTABLE_BYTES, false, cache.clone());
+    let buffers = WriteBufferManager::new_write_buffer_manager(MEMTABLE_BYTES, false);
     opts.set_write_buffer_manager(&buffers);
+    // A WAL file is kept until every family flushed what it holds; a family
+    // written rarely (`meta`) would keep them all. Past this total the
+    // stalest families are flushed: bounded disk, and a bounded replay at start.
+    opts.set_max_total_wal_size(MAX_WAL_BYTES);
     let cf_opts = || {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
+        // Point reads (a job, an instance, a name that must not exist yet)
+        // skip the files that cannot hold the key.
+        table.set_bloom_filter(10.0, false);
+        // Index and filter blocks live in the block cache too (memory bounded
+        // by the cache, not by the data), partitioned so that a lookup loads
+        // one small partition, not a file's whole index; the top level stays pinned.
+        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
         table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_top_level_index_and_filter(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let mut o = Options::default();
         o.set_block_based_table_factory(&table);
         o.set_write_buffer_size(MEMTABLE_BYTES / 4);

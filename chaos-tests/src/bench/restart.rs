@@ -65,7 +65,7 @@ async fn serving(http: &reqwest::Client, url: &str, t0: Instant) -> anyhow::Resu
     .await
 }
 
-pub async fn run(jobs: u64, instances: u64, dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn run(jobs: u64, instances: u64, dir: Option<PathBuf>, join_too: bool) -> anyhow::Result<()> {
     let tmp;
     let dir = match dir {
         Some(d) => d,
@@ -117,7 +117,7 @@ pub async fn run(jobs: u64, instances: u64, dir: Option<PathBuf>) -> anyhow::Res
         )?;
         node
     };
-    println!("restart: data dir {} bytes", dir_size(&node.data));
+    println!("restart: data dir {} bytes", super::dir_bytes(&node.data));
     let mut times = Vec::new();
     for run in 0..3 {
         let t0 = Instant::now();
@@ -145,7 +145,10 @@ pub async fn run(jobs: u64, instances: u64, dir: Option<PathBuf>) -> anyhow::Res
         times[times.len() / 2],
         times[times.len() - 1]
     );
-    join(&node, &dir, &http).await
+    if join_too {
+        join(&node, &dir, &http).await?;
+    }
+    Ok(())
 }
 
 /// Brings a new, empty node in: it receives the state by snapshot. Times the
@@ -184,7 +187,7 @@ async fn join(node: &Node, dir: &Path, http: &reqwest::Client) -> anyhow::Result
     println!(
         "restart join: a new node caught up by snapshot in {} ms; its data dir {} bytes, rss_mb={:.1}",
         took.as_millis(),
-        dir_size(&joiner.data),
+        super::dir_bytes(&joiner.data),
         rss as f64 / 1e6
     );
     // Leave the loaded state as it was for the next run.
@@ -192,16 +195,6 @@ async fn join(node: &Node, dir: &Path, http: &reqwest::Client) -> anyhow::Result
     stop(child)?;
     stop(leader)?;
     Ok(())
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
-    rd.flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-        })
-        .sum()
 }
 
 /// Applies a batch; a refused command is an error (the loader's commands are all valid).

@@ -16,16 +16,6 @@ use qron_chaos_tests::epoch_ms;
 use qron_proto::api::{InstanceList, InstanceView, JobView};
 use serde_json::json;
 
-fn dir_bytes(p: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
-    rd.flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-        })
-        .sum()
-}
-
 /// One minute's figures: per server (rss, disk), and instances made and expired.
 struct Mark {
     minute: u64,
@@ -81,7 +71,7 @@ pub async fn run(jobs: usize, minutes: u64, retention_ms: u64) -> anyhow::Result
         for id in c.running() {
             let s = c.server(id)?;
             let rss = s.pid().map(|p| super::rss_bytes(p).unwrap_or(0)).unwrap_or(0);
-            servers.push((id, rss, dir_bytes(&s.data_dir)));
+            servers.push((id, rss, super::dir_bytes(&s.data_dir)));
         }
         let l = c.wait_leader(Duration::from_secs(20)).await?;
         let v: InstanceList = c.get(l, "/api/v1/instances?limit=1&stale=true").await?;

@@ -95,6 +95,10 @@ enum Bench {
         /// Keep the data dir here (and reuse it when it holds a loaded state).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
+        /// Also time a new node catching up by snapshot (the whole state crosses
+        /// the network: minutes for millions of instances).
+        #[arg(long)]
+        join: bool,
     },
     /// Memory and disk over a long run with a short retention, and the fire invariant.
     Soak {
@@ -128,13 +132,29 @@ async fn main() -> anyhow::Result<()> {
             warmup_seconds,
             seconds,
         } => history_memory(jobs, interval_ms, output_bytes, warmup_seconds, seconds).await,
-        Bench::Restart { jobs, instances, dir } => restart::run(jobs, instances, dir).await,
+        Bench::Restart {
+            jobs,
+            instances,
+            dir,
+            join,
+        } => restart::run(jobs, instances, dir, join).await,
         Bench::Soak {
             jobs,
             minutes,
             retention_ms,
         } => soak::run(jobs, minutes, retention_ms).await,
     }
+}
+
+/// Bytes of every file under `p`.
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
 }
 
 /// VmRSS of a process, in bytes.
