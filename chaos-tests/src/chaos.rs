@@ -691,7 +691,11 @@ pub async fn run(profile: &Profile, keep_dir: Option<&Path>) -> anyhow::Result<R
             "processor": {"type": "shell", "script": script}
         });
         // The last short jobs keep little history: expiry runs during the faults.
-        if i >= profile.jobs.saturating_sub(profile.short_retention_jobs).max(profile.long_jobs) {
+        if i >= profile
+            .jobs
+            .saturating_sub(profile.short_retention_jobs)
+            .max(profile.long_jobs)
+        {
             spec["retention"] = json!({"max_count": SHORT_RETENTION});
         }
         let job: JobView = serde_json::from_value(c.post_ok(leader, "/api/v1/jobs", &spec).await?)?;
@@ -1425,14 +1429,7 @@ async fn check(
     for job in &acked_jobs[..profile.jobs.min(acked_jobs.len())] {
         fired.push(c.get::<JobView>(leader, &format!("/api/v1/jobs/{job}")).await?);
     }
-    check_fires(
-        &fired,
-        &expected_fires(t0, t_end),
-        &all,
-        &started,
-        outages,
-        report,
-    );
+    check_fires(&fired, &expected_fires(t0, t_end), &all, &started, outages, report);
 
     // 3. The journal: no attempt twice, no overlapping attempts.
     let (doubled, problems) = check_journal(&lines);
@@ -1791,12 +1788,11 @@ mod tests {
         n: usize,
     ) -> (Vec<i64>, Vec<InstanceView>, BTreeSet<u64>) {
         let cut: Vec<i64> = h.0.iter().take(n).copied().collect();
-        let all = h
-            .1
-            .iter()
-            .filter(|i| !(i.job_id == job && i.fire_time_ms.is_some_and(|t| cut.contains(&t))))
-            .cloned()
-            .collect();
+        let all =
+            h.1.iter()
+                .filter(|i| !(i.job_id == job && i.fire_time_ms.is_some_and(|t| cut.contains(&t))))
+                .cloned()
+                .collect();
         (h.0.clone(), all, h.2.clone())
     }
 
@@ -1821,7 +1817,11 @@ mod tests {
         assert_eq!((r.expired_fires, r.lost), (2, 2), "{}", r.summary());
         // Job 2 expired nothing: its missing fire is lost whatever job 1 says.
         let h2 = expire_first(&history(|_, _| None), 2, 1);
-        let r = check_with(&[view(1, Some(h.0[9]), 10), view(2, None, 0)], (&h2.0, &h2.1, &h2.2), &[]);
+        let r = check_with(
+            &[view(1, Some(h.0[9]), 10), view(2, None, 0)],
+            (&h2.0, &h2.1, &h2.2),
+            &[],
+        );
         assert_eq!((r.expired_fires, r.lost), (0, 1), "{}", r.summary());
     }
 

@@ -63,7 +63,11 @@ async fn bounded_chaos_profile_keeps_every_invariant() -> anyhow::Result<()> {
     );
     // The short-retention jobs expired history while the faults (a full-cluster
     // SIGKILL among them) went on.
-    assert!(report.expired_fires > 0, "nothing expired during the run:\n{}", report.summary());
+    assert!(
+        report.expired_fires > 0,
+        "nothing expired during the run:\n{}",
+        report.summary()
+    );
     Ok(())
 }
 

@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use anyhow::Context;
 use qron_chaos_tests::chaos::{
     check_fires, check_journal, expected_fires, journal_script, read_journal, spans, wait_last_fire, Report, Span,
 };
-use anyhow::Context;
 use qron_chaos_tests::{epoch_ms, eventually, free_port};
 use qron_proto::api::{ClusterView, DigestView, InstanceList, InstanceView, JobView, WorkerList};
 use serde_json::json;

@@ -100,9 +100,15 @@ mod tests {
 
     #[test]
     fn refuses_unknown_versions_and_garbage() {
-        assert!(matches!(decode::<Rec>(&[9, 1, 2]), Err(EncodingError::UnknownVersion(9))));
+        assert!(matches!(
+            decode::<Rec>(&[9, 1, 2]),
+            Err(EncodingError::UnknownVersion(9))
+        ));
         assert!(matches!(decode::<Rec>(&[]), Err(EncodingError::Empty)));
-        assert!(matches!(decode::<Rec>(&[V1_MSGPACK, 0xc1]), Err(EncodingError::Decode { .. })));
+        assert!(matches!(
+            decode::<Rec>(&[V1_MSGPACK, 0xc1]),
+            Err(EncodingError::Decode { .. })
+        ));
     }
 
     #[test]

@@ -28,8 +28,8 @@ use std::sync::{mpsc, Mutex, MutexGuard};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use rocksdb::{
-    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
-    WriteBufferManager, WriteOptions, DB,
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode,
+    Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -242,7 +242,9 @@ impl StateMachineStore {
                     legacy.write_into(&mut state);
                     state.set_applied(s.meta.last_log_id);
                     state.set_membership(&s.meta.last_membership);
-                    state.commit().map_err(|e| StorageIOError::write_state_machine(&std::io::Error::other(e)))?;
+                    state
+                        .commit()
+                        .map_err(|e| StorageIOError::write_state_machine(&std::io::Error::other(e)))?;
                     tracing::info!(snapshot = %s.meta.snapshot_id, "migrated the state of an earlier release's data dir from its JSON snapshot into column family state_a");
                 }
                 put_meta(&db, KEY_STATE_CF, &CF_STATE_A, true)?;
@@ -341,7 +343,9 @@ impl Snapshots {
             }
         }
         std::fs::rename(tmp, dir.join(file)).map_err(|e| werr(&e))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| werr(&e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| werr(&e))?;
         let record = serde_json::to_vec(&StoredSnapshot {
             meta: meta.clone(),
             file: file.to_owned(),
@@ -427,23 +431,36 @@ fn write_snapshot_file(
     let mut err = None;
     let mut hash = Sha256::new();
     // openraft's bookkeeping is not in the frames: the installer takes it from the meta.
-    scan_cf(db, cf_name, Some(&snap), &[T::Raft as u8 + 1], ALL_KEYS_END, false, &mut |k, v| {
-        let r = (|| {
-            for part in [&(k.len() as u32).to_be_bytes()[..], k, &(v.len() as u32).to_be_bytes()[..], v] {
-                hash.update(part);
-                w.write_all(part)?;
+    scan_cf(
+        db,
+        cf_name,
+        Some(&snap),
+        &[T::Raft as u8 + 1],
+        ALL_KEYS_END,
+        false,
+        &mut |k, v| {
+            let r = (|| {
+                for part in [
+                    &(k.len() as u32).to_be_bytes()[..],
+                    k,
+                    &(v.len() as u32).to_be_bytes()[..],
+                    v,
+                ] {
+                    hash.update(part);
+                    w.write_all(part)?;
+                }
+                Ok::<(), std::io::Error>(())
+            })();
+            count += 1;
+            match r {
+                Ok(()) => true,
+                Err(e) => {
+                    err = Some(e);
+                    false
+                }
             }
-            Ok::<(), std::io::Error>(())
-        })();
-        count += 1;
-        match r {
-            Ok(()) => true,
-            Err(e) => {
-                err = Some(e);
-                false
-            }
-        }
-    })
+        },
+    )
     .map_err(std::io::Error::other)?;
     if let Some(e) = err {
         return Err(e);
@@ -469,11 +486,19 @@ fn load_snapshot_file(db: &Arc<DB>, cf_name: &'static str, path: &Path) -> std::
         let mut all = vec![b'{'];
         all.extend_from_slice(&rest);
         let legacy: LegacyState = serde_json::from_slice(&all).map_err(std::io::Error::other)?;
-        let mut state = State::over(Arc::new(RocksKv { db: db.clone(), cf: cf_name }));
+        let mut state = State::over(Arc::new(RocksKv {
+            db: db.clone(),
+            cf: cf_name,
+        }));
         legacy.write_into(&mut state);
         let n = state.take_writes();
         let count = n.len() as u64;
-        RocksKv { db: db.clone(), cf: cf_name }.write(&n).map_err(std::io::Error::other)?;
+        RocksKv {
+            db: db.clone(),
+            cf: cf_name,
+        }
+        .write(&n)
+        .map_err(std::io::Error::other)?;
         return Ok(count);
     }
     r.read_exact(&mut head[1..])?;
@@ -483,7 +508,9 @@ fn load_snapshot_file(db: &Arc<DB>, cf_name: &'static str, path: &Path) -> std::
             hex::encode(head)
         )));
     }
-    let h = db.cf_handle(cf_name).ok_or_else(|| std::io::Error::other("state column family missing"))?;
+    let h = db
+        .cf_handle(cf_name)
+        .ok_or_else(|| std::io::Error::other("state column family missing"))?;
     let mut batch = WriteBatch::default();
     let mut count = 0u64;
     let mut len4 = [0u8; 4];
@@ -522,7 +549,9 @@ fn load_snapshot_file(db: &Arc<DB>, cf_name: &'static str, path: &Path) -> std::
         r.read_exact(&mut v)?;
         hash.update(&v);
         if k.first().is_none_or(|t| *t == T::Raft as u8) {
-            return Err(std::io::Error::other("a snapshot frame with an empty or bookkeeping key"));
+            return Err(std::io::Error::other(
+                "a snapshot frame with an empty or bookkeeping key",
+            ));
         }
         batch.put_cf(h, &k, &v);
         count += 1;
@@ -645,14 +674,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // The thread takes the RocksDB snapshot (it borrows the database, so it
         // lives on the thread that owns the handle) and tells us at once; the
         // file is written while applying goes on.
-        let spawned = std::thread::Builder::new()
-            .name("qron-snapshot".into())
-            .spawn(move || {
-                let result = write_snapshot_file(&db, cf_name, &tmp2, |applied| {
-                    let _ = taken_tx.send(applied);
-                });
-                let _ = done_tx.send(result);
+        let spawned = std::thread::Builder::new().name("qron-snapshot".into()).spawn(move || {
+            let result = write_snapshot_file(&db, cf_name, &tmp2, |applied| {
+                let _ = taken_tx.send(applied);
             });
+            let _ = done_tx.send(result);
+        });
         let applied = match spawned {
             Ok(_) => taken_rx
                 .recv()
@@ -698,7 +725,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let (db, path2, meta2) = (self.db.clone(), path.clone(), meta.clone());
         let records = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
             let n = load_snapshot_file(&db, target, &path2)?;
-            let mut state = State::over(Arc::new(RocksKv { db: db.clone(), cf: target }));
+            let mut state = State::over(Arc::new(RocksKv {
+                db: db.clone(),
+                cf: target,
+            }));
             state.set_applied(meta2.last_log_id);
             state.set_membership(&meta2.last_membership);
             state.commit().map_err(std::io::Error::other)?;
@@ -834,7 +864,10 @@ mod tests {
             sm.apply(vec![entry(1, app("a"))]).await.expect("apply");
             // A half-done install: records in the other family, no switch.
             let other = other_cf(sm.cf);
-            let mut half = State::over(Arc::new(RocksKv { db: sm.db.clone(), cf: other }));
+            let mut half = State::over(Arc::new(RocksKv {
+                db: sm.db.clone(),
+                cf: other,
+            }));
             half.put_app(&crate::model::App {
                 name: "intruder".into(),
                 secret: "x".into(),
@@ -866,7 +899,12 @@ mod tests {
         // A snapshot of another store holding app "b".
         let (_l, mut other_sm) = crate::open(src.path()).expect("open src");
         other_sm.apply(vec![entry(1, app("b"))]).await.expect("apply");
-        let snap = other_sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
+        let snap = other_sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
         let want = other_sm.shared().read().digest();
         {
             let (_log, mut sm) = crate::open(tmp.path()).expect("open");
@@ -878,12 +916,17 @@ mod tests {
             data.read_to_end(&mut bytes).await.expect("read");
             std::fs::write(&path, &bytes).expect("write");
             load_snapshot_file(&sm.db, target, &path).expect("load");
-            let mut new = State::over(Arc::new(RocksKv { db: sm.db.clone(), cf: target }));
+            let mut new = State::over(Arc::new(RocksKv {
+                db: sm.db.clone(),
+                cf: target,
+            }));
             new.set_applied(snap.meta.last_log_id);
             new.set_membership(&snap.meta.last_membership);
             new.commit().expect("bookkeeping");
             // The switch and the record, as an install makes them.
-            sm.snapshots.commit(&snap.meta, &path, "snap-copy.snap", Some(target)).expect("switch");
+            sm.snapshots
+                .commit(&snap.meta, &path, "snap-copy.snap", Some(target))
+                .expect("switch");
             // ...and the node dies here: the old family still holds app "a".
         }
         let (_log, sm) = crate::open(tmp.path()).expect("reopen");
@@ -898,7 +941,9 @@ mod tests {
     async fn a_damaged_snapshot_is_refused() {
         let src = tempfile::TempDir::new().expect("tmp");
         let (_l, mut sm) = crate::open(src.path()).expect("open");
-        sm.apply(vec![entry(1, app("a")), entry(2, app("b"))]).await.expect("apply");
+        sm.apply(vec![entry(1, app("a")), entry(2, app("b"))])
+            .await
+            .expect("apply");
         let snap = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
         let mut bytes = Vec::new();
         let mut data = snap.snapshot;
@@ -921,7 +966,9 @@ mod tests {
             huge,
         ] {
             let mut f = sm2.begin_receiving_snapshot().await.expect("begin");
-            tokio::io::AsyncWriteExt::write_all(&mut f, &damaged).await.expect("write");
+            tokio::io::AsyncWriteExt::write_all(&mut f, &damaged)
+                .await
+                .expect("write");
             assert!(sm2.install_snapshot(&snap.meta, f).await.is_err());
             assert_eq!(sm2.shared().read().all_records(), before);
         }

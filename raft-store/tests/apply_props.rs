@@ -377,7 +377,10 @@ fn all_instances(s: &State) -> Vec<qron_raft_store::Instance> {
 /// Every record but openraft's bookkeeping (table 0), which differs between
 /// a state applied in memory and one applied through the state machine.
 fn data_records(s: &State) -> Vec<(Vec<u8>, Vec<u8>)> {
-    s.all_records().into_iter().filter(|(k, _)| k.first() != Some(&0)).collect()
+    s.all_records()
+        .into_iter()
+        .filter(|(k, _)| k.first() != Some(&0))
+        .collect()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

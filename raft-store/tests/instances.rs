@@ -61,7 +61,10 @@ fn run_assign_report_success() {
     let mut s = setup(0);
     assert!(assign(&mut s, 2, "w1").is_err(), "attempt must be current + 1");
     assign(&mut s, 1, "w1").expect("assign");
-    assert_eq!(s.instance(I).expect("instance").status, InstanceStatus::WaitingWorkerReceive);
+    assert_eq!(
+        s.instance(I).expect("instance").status,
+        InstanceStatus::WaitingWorkerReceive
+    );
     report(&mut s, 1, InstanceStatus::Running).expect("running");
     report(&mut s, 1, InstanceStatus::Running).expect("a re-sent report is a no-op");
     report(&mut s, 1, InstanceStatus::Succeeded).expect("succeeded");
@@ -310,7 +313,12 @@ fn a_retry_waits_until_the_worker_confirms_the_stopped_attempt_ended() {
     assign(&mut s, 1, "w1").expect("assign");
     report(&mut s, 1, InstanceStatus::Running).expect("running");
     stop(&mut s).expect("stop");
-    let pending = s.instance(I).expect("instance").stop_pending.clone().expect("a worker holds attempt 1");
+    let pending = s
+        .instance(I)
+        .expect("instance")
+        .stop_pending
+        .clone()
+        .expect("a worker holds attempt 1");
     assert_eq!((pending.attempt, pending.worker.as_str()), (Attempt(1), "w1"));
     assert!(s.unconfirmed_ids().contains(&I));
     retry(&mut s).expect("retry is accepted at once");
@@ -381,7 +389,11 @@ fn stop_retry_stop_keeps_the_first_unconfirmed_stop() {
     retry(&mut s).expect("retry");
     stop(&mut s).expect("stop again");
     assert_eq!(
-        s.instance(I).expect("instance").stop_pending.as_ref().map(|p| p.attempt),
+        s.instance(I)
+            .expect("instance")
+            .stop_pending
+            .as_ref()
+            .map(|p| p.attempt),
         Some(Attempt(1)),
         "the second stop must not forget that attempt 1 is unconfirmed"
     );

@@ -48,16 +48,27 @@ fn a_data_dir_of_the_previous_release_is_migrated_on_first_start() {
         .collect();
     assert!(snaps.iter().any(|n| n.ends_with(".json")), "{snaps:?}");
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     let records = rt.block_on(async {
         let (mut log, mut sm) = qron_raft_store::open(&data).expect("open the old data dir");
         let (applied, _) = sm.applied_state().await.expect("applied");
         let applied = applied.expect("the snapshot's log id").index;
         // What openraft does next: apply the committed entries after the snapshot.
-        let committed = log.read_committed().await.expect("committed").expect("a committed index").index;
+        let committed = log
+            .read_committed()
+            .await
+            .expect("committed")
+            .expect("a committed index")
+            .index;
         assert!(committed > applied, "the fixture has entries after its snapshot");
         let mut reader = log.get_log_reader().await;
-        let entries = reader.try_get_log_entries(applied + 1..=committed).await.expect("read JSON entries");
+        let entries = reader
+            .try_get_log_entries(applied + 1..=committed)
+            .await
+            .expect("read JSON entries");
         assert_eq!(entries.len() as u64, committed - applied);
         sm.apply(entries).await.expect("apply");
         let state = sm.shared();

@@ -110,7 +110,10 @@ pub async fn run(jobs: u64, instances: u64, dir: Option<PathBuf>, join_too: bool
         stop(child)?;
         let t0 = Instant::now();
         load(&node.data, jobs, instances).await?;
-        println!("restart: loaded {jobs} jobs and {instances} instances in {:.0} s", t0.elapsed().as_secs_f64());
+        println!(
+            "restart: loaded {jobs} jobs and {instances} instances in {:.0} s",
+            t0.elapsed().as_secs_f64()
+        );
         std::fs::write(
             &marker,
             serde_json::json!({"jobs": jobs, "instances": instances, "http": node.http, "grpc": node.grpc}).to_string(),

@@ -60,7 +60,11 @@ pub async fn run(jobs: usize, minutes: u64, retention_ms: u64) -> anyhow::Result
         .into_iter()
         .map(|r| r.map(|v| v["id"].as_u64().unwrap_or(0)))
         .collect::<anyhow::Result<_>>()?;
-    println!("soak: {} jobs, t0 in {} s, {minutes} min, retention {retention_ms} ms", ids.len(), (t0 - epoch_ms()) / 1000);
+    println!(
+        "soak: {} jobs, t0 in {} s, {minutes} min, retention {retention_ms} ms",
+        ids.len(),
+        (t0 - epoch_ms()) / 1000
+    );
     tokio::time::sleep(Duration::from_millis((t0 - epoch_ms()).max(0) as u64)).await;
     let start = Instant::now();
     let mut marks = Vec::new();
@@ -79,9 +83,19 @@ pub async fn run(jobs: usize, minutes: u64, retention_ms: u64) -> anyhow::Result
         let expired = v.history.map_or(0, |h| h.expired);
         let row: Vec<String> = servers
             .iter()
-            .map(|(id, rss, disk)| format!("node{id} rss_mb={:.0} disk_mb={:.0}", *rss as f64 / 1e6, *disk as f64 / 1e6))
+            .map(|(id, rss, disk)| {
+                format!(
+                    "node{id} rss_mb={:.0} disk_mb={:.0}",
+                    *rss as f64 / 1e6,
+                    *disk as f64 / 1e6
+                )
+            })
             .collect();
-        println!("soak minute {minute}: instances={newest} expired={expired} held={} {}", newest - expired, row.join(" "));
+        println!(
+            "soak minute {minute}: instances={newest} expired={expired} held={} {}",
+            newest - expired,
+            row.join(" ")
+        );
         marks.push(Mark {
             minute,
             servers,
@@ -90,7 +104,10 @@ pub async fn run(jobs: usize, minutes: u64, retention_ms: u64) -> anyhow::Result
         });
     }
     // Flat: minute 10 (or the middle of a shorter run) against the last minute.
-    let at = marks.iter().find(|m| m.minute == 10.min(minutes / 2).max(1)).context("a mark")?;
+    let at = marks
+        .iter()
+        .find(|m| m.minute == 10.min(minutes / 2).max(1))
+        .context("a mark")?;
     let last = marks.last().context("a mark")?;
     for ((id, rss0, disk0), (_, rss1, disk1)) in at.servers.iter().zip(&last.servers) {
         let pct = |a: u64, b: u64| (b as f64 - a as f64) * 100.0 / a.max(1) as f64;

@@ -164,11 +164,7 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
         .context("no VmRSS line")?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?;
+    let kib: u64 = line.split_whitespace().nth(1).context("VmRSS value")?.parse()?;
     Ok(kib * 1024)
 }
 
@@ -229,7 +225,13 @@ async fn history_memory(
         );
         marks.push((t, (rss, newest)));
     }
-    let at = |secs: u64| marks.iter().find(|(t, _)| *t >= secs).map(|(_, m)| *m).unwrap_or_default();
+    let at = |secs: u64| {
+        marks
+            .iter()
+            .find(|(t, _)| *t >= secs)
+            .map(|(_, m)| *m)
+            .unwrap_or_default()
+    };
     for (what, from, to) in [
         ("first minute", 0, seconds),
         ("after warm-up", warmup_seconds, warmup_seconds + seconds),

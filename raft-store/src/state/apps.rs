@@ -24,6 +24,7 @@ impl State {
 
     /// The app named `name`, or the refusal of a command that needs it.
     pub(super) fn require_app(&self, name: &str) -> Result<App, CommandError> {
-        self.app(name).ok_or_else(|| CommandError::NotFound(format!("app {name:?}")))
+        self.app(name)
+            .ok_or_else(|| CommandError::NotFound(format!("app {name:?}")))
     }
 }

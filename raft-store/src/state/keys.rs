@@ -158,7 +158,10 @@ mod tests {
         // At expiry the key is new: the command runs and is recorded afresh.
         let fresh = s.apply(&keyed("k", "d2", KEY_TTL_MS, create_app("b", KEY_TTL_MS)));
         assert_eq!(fresh.0, Ok(Reply::AppCreated { name: "b".into() }));
-        let rec = s.key_record("k").filter(|r| KEY_TTL_MS < r.expires_at_ms).expect("recorded");
+        let rec = s
+            .key_record("k")
+            .filter(|r| KEY_TTL_MS < r.expires_at_ms)
+            .expect("recorded");
         assert_eq!(rec.request_digest, "d2");
         assert_eq!(rec.expires_at_ms, 2 * KEY_TTL_MS);
         assert_eq!(s.key_count(), 1, "the old record was replaced, not kept beside");

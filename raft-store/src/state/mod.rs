@@ -72,7 +72,9 @@ impl PartialEq for State {
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State").field("pending_writes", &self.writes.len()).finish()
+        f.debug_struct("State")
+            .field("pending_writes", &self.writes.len())
+            .finish()
     }
 }
 

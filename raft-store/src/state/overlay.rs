@@ -169,4 +169,3 @@ impl State {
         self.scan(prefix, &prefix_end(prefix), reverse, f)
     }
 }
-

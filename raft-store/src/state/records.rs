@@ -317,15 +317,18 @@ impl State {
     /// Instances by id from `from` (inclusive), ascending or descending, while `f` returns true.
     pub fn instances_from(&self, from: InstanceId, newest_first: bool, mut f: impl FnMut(Instance) -> bool) {
         let lo = id_key(T::Instance, from.0);
-        self.scan(&lo, &[T::Instance as u8 + 1], newest_first, |_, v| {
-            match crate::encoding::decode::<Instance>(v) {
+        self.scan(
+            &lo,
+            &[T::Instance as u8 + 1],
+            newest_first,
+            |_, v| match crate::encoding::decode::<Instance>(v) {
                 Ok(i) => f(i),
                 Err(e) => {
                     tracing::error!(error = %e, "an instance record does not decode");
                     true
                 }
-            }
-        });
+            },
+        );
     }
 
     /// Visits the held jobs that have instances, in job order, from `from`, with their counts.
@@ -558,7 +561,9 @@ impl State {
                 true
             });
             if chunks != len || gap.is_some() {
-                return Err(format!("log {id}: meta says {len} bytes, pieces hold {chunks} (gap at {gap:?})"));
+                return Err(format!(
+                    "log {id}: meta says {len} bytes, pieces hold {chunks} (gap at {gap:?})"
+                ));
             }
             total += len;
         }

@@ -54,7 +54,9 @@ impl State {
         }
         let mut logs_removed = 0u64;
         for id in logs {
-            let Some(mut inst) = self.instance_opt(*id) else { continue };
+            let Some(mut inst) = self.instance_opt(*id) else {
+                continue;
+            };
             if !self.expirable(&inst) {
                 continue;
             }
@@ -107,9 +109,15 @@ fn effective(state: &State, cluster: &crate::retention::ClusterPolicy, job: JobI
     let job = state.job(job).ok().map(|j| j.spec.retention);
     let app = state.app(app).map(|a| a.retention);
     let pick = |f: fn(&Retention) -> Option<u64>, cluster: u64| {
-        job.as_ref().and_then(f).or_else(|| app.as_ref().and_then(f)).unwrap_or(cluster)
+        job.as_ref()
+            .and_then(f)
+            .or_else(|| app.as_ref().and_then(f))
+            .unwrap_or(cluster)
     };
-    (pick(|r| r.max_age_ms, cluster.max_age_ms), pick(|r| r.max_count, cluster.max_count))
+    (
+        pick(|r| r.max_age_ms, cluster.max_age_ms),
+        pick(|r| r.max_count, cluster.max_count),
+    )
 }
 
 /// Picks at most `max` instances (and `max` logs) that the policy lets expire
@@ -139,7 +147,9 @@ pub(super) fn plan(state: &State, now_ms: i64, max: usize, from: JobId) -> Plan 
         let mut policy = None;
         let mut rank = 0u64;
         state.job_instance_ids(job, InstanceId(0), false, |id| {
-            let Some(inst) = state.instance_opt(id) else { return true };
+            let Some(inst) = state.instance_opt(id) else {
+                return true;
+            };
             let (max_age, max_count) = *policy.get_or_insert_with(|| effective(state, &cluster, job, &inst.app));
             let cutoff = now_ms.saturating_sub(i64::try_from(max_age).unwrap_or(i64::MAX));
             let over_count = rank < held.saturating_sub(max_count);
@@ -339,7 +349,11 @@ mod tests {
         });
         assert_eq!(s.log_bytes(), 100);
         assert!(log_expired(&s, 1) && s.instance_opt(InstanceId(2)).is_some());
-        assert_eq!(s.log_text(InstanceId(1), 0, 1000).text, "", "the text went with the log");
+        assert_eq!(
+            s.log_text(InstanceId(1), 0, 1000).text,
+            "",
+            "the text went with the log"
+        );
         assert_eq!(s.log_text(InstanceId(3), 0, 1000).text, "x".repeat(100));
     }
 

@@ -450,9 +450,12 @@ mod tests {
         // Fires (not runs) of job 1 at the given time; the run-now instance is canceled.
         let fired_at = |fire_time_ms: i64| {
             let (mut s, id) = state_with_instance("wait");
-            s.apply(&Command::CancelInstance { instance: id, now_ms: NOW })
-                .0
-                .expect("cancel");
+            s.apply(&Command::CancelInstance {
+                instance: id,
+                now_ms: NOW,
+            })
+            .0
+            .expect("cancel");
             s.apply(&Command::Fire {
                 job: JobId(1),
                 fire_time_ms,
