@@ -300,8 +300,8 @@ fn remove_other_files(dir: &Path, keep: Option<&str>, all: bool) {
     }
 }
 
-fn snapshot_file_name(last: Option<LogId<NodeId>>) -> String {
-    let seq = FILE_SEQ.fetch_add(1, Ordering::Relaxed);
+/// The name of the snapshot file of `last`; `seq` tells apart files of one index.
+fn snapshot_file_name(last: Option<LogId<NodeId>>, seq: u64) -> String {
     match last {
         Some(l) => format!("snap-{}-{}-{}.snap", l.leader_id.term, l.index, seq),
         None => format!("snap-none-{seq}.snap"),
@@ -486,20 +486,15 @@ fn load_snapshot_file(db: &Arc<DB>, cf_name: &'static str, path: &Path) -> std::
         let mut all = vec![b'{'];
         all.extend_from_slice(&rest);
         let legacy: LegacyState = serde_json::from_slice(&all).map_err(std::io::Error::other)?;
-        let mut state = State::over(Arc::new(RocksKv {
+        let kv = RocksKv {
             db: db.clone(),
             cf: cf_name,
-        }));
+        };
+        let mut state = State::default();
         legacy.write_into(&mut state);
-        let n = state.take_writes();
-        let count = n.len() as u64;
-        RocksKv {
-            db: db.clone(),
-            cf: cf_name,
-        }
-        .write(&n)
-        .map_err(std::io::Error::other)?;
-        return Ok(count);
+        let writes = state.take_writes();
+        kv.write(&writes).map_err(std::io::Error::other)?;
+        return Ok(writes.len() as u64);
     }
     r.read_exact(&mut head[1..])?;
     if &head[..8] != SNAP_MAGIC || head[8] != SNAP_VERSION {
@@ -687,10 +682,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Err(e) => Err(format!("cannot start the snapshot thread: {e}")),
         };
         let last = applied.as_ref().ok().and_then(|(l, _)| *l);
-        let name = match last {
-            Some(l) => format!("snap-{}-{}-{seq}.snap", l.leader_id.term, l.index),
-            None => format!("snap-none-{seq}.snap"),
-        };
+        let name = snapshot_file_name(last, seq);
         SnapshotBuilder {
             applied,
             name,
@@ -739,7 +731,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .map_err(|e| werr(&e))?;
         // The switch and the record: one synced write (it also makes the new
         // family's writes durable).
-        let name = snapshot_file_name(meta.last_log_id);
+        let name = snapshot_file_name(meta.last_log_id, FILE_SEQ.fetch_add(1, Ordering::Relaxed));
         self.snapshots.commit(meta, &path, &name, Some(target))?;
         {
             let mut state = self.state.write();

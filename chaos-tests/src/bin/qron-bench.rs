@@ -181,20 +181,8 @@ async fn history_memory(
     warmup_seconds: u64,
     seconds: u64,
 ) -> anyhow::Result<()> {
-    let mut c = TestCluster::start(
-        3,
-        ClusterOptions {
-            log: "warn".into(),
-            ..ClusterOptions::default()
-        },
-    )?;
+    let (c, _) = worker_cluster().await?;
     let leader = c.wait_leader(Duration::from_secs(20)).await?;
-    c.post_ok(leader, "/api/v1/apps", &json!({"name": "bench", "secret": "s"}))
-        .await?;
-    for w in ["w1", "w2"] {
-        c.spawn_worker(w, "bench", "s", &["--max-concurrency", "4096"])?;
-    }
-    wait_workers(&c, leader).await?;
     let script = format!("printf '%0{}d\\n' 0", output_bytes.saturating_sub(1));
     for j in 0..jobs {
         c.post_ok(
