@@ -52,6 +52,11 @@ pub const MEMTABLE_BYTES: usize = 32 << 20;
 /// The bound on the write-ahead log files kept.
 pub const MAX_WAL_BYTES: u64 = 64 << 20;
 
+/// A file with `DELETION_TRIGGER` tombstones among any `DELETION_WINDOW`
+/// consecutive entries (or half of it tombstones) is marked for compaction.
+const DELETION_WINDOW: usize = 10_000;
+const DELETION_TRIGGER: usize = 2_000;
+
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -90,6 +95,11 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, StorageError> {
         o.set_block_based_table_factory(&table);
         o.set_write_buffer_size(MEMTABLE_BYTES / 4);
         o.set_max_write_buffer_number(2);
+        // Expiry and finished instances delete keys in id order, and purging
+        // deletes the log's oldest entries: a file dense with tombstones is
+        // compacted soon (so the deleted keys' tombstones go away), not when
+        // its level's size next asks for it.
+        o.add_compact_on_deletion_collector_factory(DELETION_WINDOW, DELETION_TRIGGER, 0.5);
         o
     };
     let cfs = [CF_LOGS, CF_META, CF_STATE_A, CF_STATE_B]

@@ -216,8 +216,16 @@ impl State {
         let (id, job) = (inst.id.0, inst.job_id.0);
         if old.is_none() {
             self.put_raw(pair_key(T::ByJob, job, id), Vec::new());
-            let held = self.held_of(inst.job_id) + 1;
-            self.put(id_key(T::JobHeld, job), &held);
+            let held = self.held_of(inst.job_id);
+            self.put(id_key(T::JobHeld, job), &(held + 1));
+            // New ids are the highest, but a migration may come in any order.
+            let job_floor = self.stored_floor(T::ByJob, job);
+            if held == 0 || job_floor.is_some_and(|f| id < f) {
+                self.set_floor(T::ByJob, job, Some(id));
+            }
+            if self.stored_floor(T::Instance, 0).is_some_and(|f| id < f) {
+                self.set_floor(T::Instance, 0, Some(id));
+            }
         }
         let was = |f: fn(&Instance) -> bool| old.as_ref().is_some_and(f);
         let active = |i: &Instance| !i.status.is_terminal();
@@ -239,25 +247,91 @@ impl State {
     }
 
     /// Removes an instance, its indexes and its log.
+    ///
+    /// Only the index entries its record says exist are deleted: a delete of
+    /// an absent key still leaves a tombstone in the store for walks to step
+    /// over until compaction.
     pub(super) fn del_instance(&mut self, inst: &Instance) {
         let (id, job) = (inst.id.0, inst.job_id.0);
-        for k in [
-            id_key(T::Instance, id),
-            id_key(T::Active, id),
-            id_key(T::Waiting, id),
-            id_key(T::Unconfirmed, id),
-            pair_key(T::ByJob, job, id),
-            pair_key(T::ActiveByJob, job, id),
-        ] {
-            self.del(k);
+        self.del(id_key(T::Instance, id));
+        self.del(pair_key(T::ByJob, job, id));
+        if !inst.status.is_terminal() {
+            self.del(id_key(T::Active, id));
+            self.del(pair_key(T::ActiveByJob, job, id));
+        }
+        if inst.status == InstanceStatus::WaitingDispatch {
+            self.del(id_key(T::Waiting, id));
+        }
+        if inst.stop_pending.is_some() {
+            self.del(id_key(T::Unconfirmed, id));
         }
         let held = self.held_of(inst.job_id).saturating_sub(1);
         if held == 0 {
             self.del(id_key(T::JobHeld, job));
+            self.set_floor(T::ByJob, job, None);
         } else {
             self.put(id_key(T::JobHeld, job), &held);
+            let floor = self.stored_floor(T::ByJob, job);
+            if floor.is_none_or(|f| f == id) {
+                // This instance's entry is deleted above: the walk passes it.
+                let next = self.first_id_from(&id_key(T::ByJob, job), floor.unwrap_or(0), 9);
+                self.set_floor(T::ByJob, job, next);
+            }
+        }
+        let floor = self.stored_floor(T::Instance, 0);
+        if floor.is_none_or(|f| f == id) {
+            // None held: the next instance created is the oldest.
+            let next = self
+                .first_id_from(&[T::Instance as u8], floor.unwrap_or(0), 1)
+                .unwrap_or_else(|| self.next_instance_id() + 1);
+            self.set_floor(T::Instance, 0, Some(next));
         }
         self.remove_log(inst.id);
+    }
+
+    // --- floors ---
+    //
+    // Expiry removes the oldest instances first, and a store that deletes
+    // keeps a tombstone for each removed key until compaction reaches it: a
+    // walk from id 0 (the oldest of a job, the oldest of all) would step over
+    // every one of them, and under churn that is most of the table. A floor
+    // records the lowest id held, kept exact by the removal that takes the
+    // lowest (one seek to the next); walks from the oldest start there.
+    // Absent (a store written before floors) means 0: walks start at the
+    // beginning, and the next removal records it.
+
+    fn stored_floor(&self, t: T, owner: u64) -> Option<u64> {
+        self.get(&pair_key(T::Floor, t as u64, owner))
+    }
+
+    fn set_floor(&mut self, t: T, owner: u64, v: Option<u64>) {
+        let k = pair_key(T::Floor, t as u64, owner);
+        match v {
+            Some(v) => self.put(k, &v),
+            None => self.del(k),
+        }
+    }
+
+    /// The first id under `prefix` from `from` on (read at byte `at` of the key).
+    fn first_id_from(&self, prefix: &[u8], from: u64, at: usize) -> Option<u64> {
+        let mut lo = prefix.to_vec();
+        lo.extend_from_slice(&from.to_be_bytes());
+        let mut found = None;
+        self.scan(&lo, &super::store::prefix_end(prefix), false, |k, _| {
+            found = Some(u64_at(k, at));
+            false
+        });
+        found
+    }
+
+    /// No instance of `job` below this id is held.
+    pub fn job_floor(&self, job: JobId) -> InstanceId {
+        InstanceId(self.stored_floor(T::ByJob, job.0).unwrap_or(0))
+    }
+
+    /// No instance below this id is held.
+    pub fn instance_floor(&self) -> InstanceId {
+        InstanceId(self.stored_floor(T::Instance, 0).unwrap_or(0))
     }
 
     /// How many instances of `job` are held.
@@ -309,14 +383,14 @@ impl State {
         newest_first: bool,
         mut f: impl FnMut(InstanceId) -> bool,
     ) {
-        let lo = pair_key(T::ByJob, job.0, from.0);
+        let lo = pair_key(T::ByJob, job.0, from.max(self.job_floor(job)).0);
         let hi = super::store::prefix_end(&id_key(T::ByJob, job.0));
         self.scan(&lo, &hi, newest_first, |k, _| f(InstanceId(u64_at(k, 9))));
     }
 
     /// Instances by id from `from` (inclusive), ascending or descending, while `f` returns true.
     pub fn instances_from(&self, from: InstanceId, newest_first: bool, mut f: impl FnMut(Instance) -> bool) {
-        let lo = id_key(T::Instance, from.0);
+        let lo = id_key(T::Instance, from.max(self.instance_floor()).0);
         self.scan(
             &lo,
             &[T::Instance as u8 + 1],
@@ -440,7 +514,9 @@ impl State {
 
     /// Visits logs from the oldest instance on, with their sizes, while `f` returns true.
     pub fn logs_oldest_first(&self, mut f: impl FnMut(InstanceId, u64) -> bool) {
-        self.scan_prefix(&[T::LogMeta as u8], false, |k, v| {
+        // Logs belong to held instances: none is below the instance floor.
+        let lo = id_key(T::LogMeta, self.instance_floor().0);
+        self.scan(&lo, &[T::LogMeta as u8 + 1], false, |k, v| {
             let len = crate::encoding::decode::<LogMeta>(v).map_or(0, |m| m.len);
             f(InstanceId(u64_at(k, 1)), len)
         });
@@ -506,7 +582,14 @@ impl State {
         use std::collections::BTreeSet;
         let mut want: BTreeSet<Vec<u8>> = BTreeSet::new();
         let mut held: BTreeMap<u64, u64> = BTreeMap::new();
-        self.instances_from(InstanceId(0), false, |i| {
+        // Every record, not from the floors: they are checked here too.
+        let mut records = Vec::new();
+        self.scan_prefix(&[T::Instance as u8], false, |_, v| {
+            records.push(crate::encoding::decode::<Instance>(v));
+            true
+        });
+        for i in records {
+            let i = i.map_err(|e| format!("an instance record does not decode: {e}"))?;
             let (id, job) = (i.id.0, i.job_id.0);
             want.insert(pair_key(T::ByJob, job, id));
             *held.entry(job).or_default() += 1;
@@ -520,8 +603,7 @@ impl State {
             if i.stop_pending.is_some() {
                 want.insert(id_key(T::Unconfirmed, id));
             }
-            true
-        });
+        }
         let mut have = BTreeSet::new();
         for t in [T::Active, T::Waiting, T::ByJob, T::ActiveByJob, T::Unconfirmed] {
             self.scan_prefix(&[t as u8], false, |k, _| {
@@ -534,6 +616,36 @@ impl State {
             let extra: Vec<_> = have.difference(&want).map(|k| super::store::show_key(k)).collect();
             return Err(format!("instance indexes differ: missing {missing:?}, extra {extra:?}"));
         }
+        // Floors, where recorded, are the lowest id held.
+        let mut lowest: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut oldest = None;
+        for k in &want {
+            if k[0] == T::ByJob as u8 {
+                let (job, id) = (u64_at(k, 1), u64_at(k, 9));
+                let e = lowest.entry(job).or_insert(id);
+                *e = (*e).min(id);
+                oldest = Some(oldest.map_or(id, |o: u64| o.min(id)));
+            }
+        }
+        let mut floors = Vec::new();
+        self.scan_prefix(&[T::Floor as u8], false, |k, v| {
+            floors.push((u64_at(k, 1), u64_at(k, 9), crate::encoding::decode::<u64>(v).ok()));
+            true
+        });
+        for (t, owner, v) in floors {
+            let want = match t {
+                t if t == T::ByJob as u64 => lowest.get(&owner).copied(),
+                t if t == T::Instance as u64 && owner == 0 => {
+                    Some(oldest.unwrap_or_else(|| self.next_instance_id() + 1))
+                }
+                _ => None,
+            };
+            if v.is_none() || v != want {
+                return Err(format!(
+                    "floor of table {t} owner {owner} is {v:?}, the records say {want:?}"
+                ));
+            }
+        }
         let mut counted = BTreeMap::new();
         self.jobs_with_instances(JobId(0), |j, n| {
             counted.insert(j.0, n);
@@ -544,8 +656,11 @@ impl State {
         }
         let mut total = 0u64;
         let mut metas = Vec::new();
-        self.logs_oldest_first(|id, len| {
-            metas.push((id, len));
+        self.scan_prefix(&[T::LogMeta as u8], false, |k, v| {
+            metas.push((
+                InstanceId(u64_at(k, 1)),
+                crate::encoding::decode::<LogMeta>(v).map_or(0, |m| m.len),
+            ));
             true
         });
         for (id, len) in metas {

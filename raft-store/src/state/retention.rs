@@ -259,6 +259,81 @@ mod tests {
         s.instance(InstanceId(id)).expect("instance").log_expired
     }
 
+    fn expire(s: &mut State, v: &[u64]) {
+        let instances = v.iter().map(|i| InstanceId(*i)).collect();
+        s.apply(&Command::Expire {
+            instances,
+            logs: vec![],
+            now_ms: 0,
+        });
+        s.check_indexes().expect("indexes");
+    }
+
+    fn floors(s: &State) -> (u64, u64) {
+        (s.job_floor(JobId(1)).0, s.instance_floor().0)
+    }
+
+    #[test]
+    fn floors_follow_the_oldest_held_instance() {
+        let mut s = state_with(6);
+        expire(&mut s, &[1, 2]);
+        assert_eq!(floors(&s), (3, 3));
+        // Out of order: the oldest (3) is still held.
+        expire(&mut s, &[5]);
+        assert_eq!(floors(&s), (3, 3));
+        expire(&mut s, &[3]);
+        assert_eq!(floors(&s), (4, 4));
+        let mut seen = vec![];
+        s.job_instance_ids(JobId(1), InstanceId(0), false, |id| {
+            seen.push(id.0);
+            true
+        });
+        assert_eq!(seen, [4, 6]);
+        // None held: the job has no floor, and the next instance is the oldest of all.
+        expire(&mut s, &[4, 6]);
+        assert_eq!(floors(&s), (0, 7));
+        s.apply(&Command::RunJob {
+            job: JobId(1),
+            params: String::new(),
+            now_ms: 9_000,
+        });
+        s.check_indexes().expect("indexes");
+        assert_eq!(floors(&s), (7, 7));
+    }
+
+    #[test]
+    fn a_store_without_floors_walks_from_the_start_and_records_them_at_the_next_removal() {
+        use super::super::store::{pair_key, T};
+        let mut s = state_with(4);
+        expire(&mut s, &[1]);
+        // What a data dir written before floors holds.
+        s.del(pair_key(T::Floor, T::ByJob as u64, 1));
+        s.del(pair_key(T::Floor, T::Instance as u64, 0));
+        s.check_indexes().expect("absent floors are allowed");
+        assert_eq!(floors(&s), (0, 0));
+        let mut n = 0;
+        s.instances_from(InstanceId(0), false, |_| {
+            n += 1;
+            true
+        });
+        assert_eq!(n, 3);
+        // Removing one that is not the oldest still finds the oldest.
+        expire(&mut s, &[3]);
+        assert_eq!(floors(&s), (2, 2));
+    }
+
+    #[test]
+    fn a_wrong_floor_is_found_by_the_index_check() {
+        use super::super::store::{pair_key, T};
+        let mut s = state_with(3);
+        s.put(pair_key(T::Floor, T::ByJob as u64, 1), &2u64);
+        let e = s.check_indexes().expect_err("instance 1 is held below the floor");
+        assert!(e.contains("floor"), "{e}");
+        let mut s = state_with(3);
+        s.put(pair_key(T::Floor, T::Instance as u64, 0), &2u64);
+        assert!(s.check_indexes().is_err());
+    }
+
     #[test]
     fn by_count_the_oldest_beyond_the_newest_n_expire() {
         let mut s = state_with(5);

@@ -47,6 +47,12 @@ pub enum T {
     Key = 14,
     /// Expiry time + key: the order keys are pruned in. Not in the digest.
     KeyExpiry = 15,
+    /// Where a walk from the oldest starts: table byte (as a u64) + owner →
+    /// the lowest id held there. `ByJob` + job id: the job's oldest instance;
+    /// `Instance` + 0: the oldest instance of all. Expiry removes the oldest
+    /// first, so these walks would otherwise step over every removed key the
+    /// store has not compacted away yet (see `records.rs`).
+    Floor = 16,
 }
 
 /// Tables the digest leaves out: openraft's bookkeeping (log ids differ

@@ -36,6 +36,9 @@ struct Dispatcher<'a> {
     /// When this leadership last sent a Stop for each unconfirmed stopped attempt.
     stops_sent: HashMap<(InstanceId, Attempt), i64>,
     turn: u64,
+    /// When the last round that looked at every active instance ran, the
+    /// registry's changes it saw and whether the grace was over then.
+    swept: Option<(Instant, u64, bool)>,
 }
 
 /// Runs rounds until `token` is cancelled. Starts after the term's barrier
@@ -55,6 +58,7 @@ pub async fn run(
         sent: HashSet::new(),
         stops_sent: HashMap::new(),
         turn: 0,
+        swept: None,
     };
     loop {
         me.round(&token).await;
@@ -73,8 +77,16 @@ impl Dispatcher<'_> {
         for w in self.d.registry.expire(self.d.cfg.worker_timeout) {
             tracing::warn!(worker = %w, timeout = ?self.d.cfg.worker_timeout, "worker timed out; its instances will be retried");
         }
+        let changes = self.d.registry.changes();
         let workers = self.d.registry.snapshot();
         let now = now_ms();
+        let grace_over = self.started.elapsed() >= self.d.cfg.failover_grace;
+        let sweep = self.swept.is_none_or(|(at, seen, grace)| {
+            at.elapsed() >= Duration::from_millis(plan::SWEEP_MS) || seen != changes || grace != grace_over
+        });
+        if sweep {
+            self.swept = Some((Instant::now(), changes, grace_over));
+        }
         let p = {
             let state = self.ctx.state.read();
             let unconfirmed: std::collections::HashSet<_> = state.unconfirmed_ids().into_iter().collect();
@@ -84,11 +96,12 @@ impl Dispatcher<'_> {
                 &workers,
                 Inputs {
                     now_ms: now,
-                    grace_over: self.started.elapsed() >= self.d.cfg.failover_grace,
+                    grace_over,
                     horizon_ms: self.d.cfg.horizon.as_millis() as i64,
                     sent: &self.sent,
                     stops_sent: &self.stops_sent,
                     turn: self.turn,
+                    sweep,
                     unsafe_dispatch_before_commit: self.d.cfg.unsafe_dispatch_before_commit,
                     unsafe_unconfirmed_stops: self.d.cfg.unsafe_unconfirmed_stops,
                 },

@@ -38,6 +38,11 @@ pub struct Inputs<'a> {
     pub stops_sent: &'a HashMap<(InstanceId, Attempt), i64>,
     /// Drives round-robin and random picks.
     pub turn: u64,
+    /// Look at every active instance (assigned and running ones: lost,
+    /// restarted or re-sent), not only the waiting index. The dispatcher asks
+    /// for it when the registry changed, when the grace ends and every
+    /// `SWEEP_MS`; other rounds cost what is waiting, not what is active.
+    pub sweep: bool,
     /// TEST ONLY: plan a contradicting dispatch before the assignment commits.
     pub unsafe_dispatch_before_commit: bool,
     /// TEST ONLY: confirm every unconfirmed stop at once (as if its worker were lost)
@@ -55,6 +60,9 @@ pub struct Send {
 
 /// A stopped attempt's worker is told again to stop it this often until it confirms.
 pub const RESTOP_MS: i64 = 1_000;
+
+/// Rounds look at every active instance at least this often (`Inputs::sweep`).
+pub const SWEEP_MS: u64 = 1_000;
 
 /// A Stop to send for a stopped attempt its worker has not confirmed ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +97,12 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
     let mut waiting: Vec<(Instance, Option<JobSpec>)> = Vec::new();
     let mut assigned: Vec<(Instance, Option<JobSpec>)> = Vec::new();
     let mut specs: HashMap<JobId, Option<JobSpec>> = HashMap::new();
-    for id in state.active_ids() {
+    let ids = if input.sweep {
+        state.active_ids()
+    } else {
+        state.waiting_ids()
+    };
+    for id in ids {
         let Some(inst) = state.instance_opt(id) else { continue };
         let job = specs
             .entry(inst.job_id)
@@ -348,6 +361,7 @@ mod tests {
             sent,
             stops_sent: &NO_STOPS,
             turn: 0,
+            sweep: true,
             unsafe_dispatch_before_commit: false,
             unsafe_unconfirmed_stops: false,
         }
@@ -402,6 +416,55 @@ mod tests {
             plan(&s, &[], inputs(&sent, true)).commands.is_empty(),
             "policy wait: wait"
         );
+    }
+
+    #[test]
+    fn a_round_without_a_sweep_looks_at_waiting_instances_only() {
+        let sent = HashSet::new();
+        let (mut s, assigned) = state_with_instance("wait");
+        assign(&mut s, assigned, "w1", "i1");
+        s.apply(&Command::RunJob {
+            job: JobId(1),
+            params: String::new(),
+            now_ms: NOW - 5,
+        })
+        .0
+        .expect("run");
+        let (r, _rx) = registry(&[("w2", "i1")]);
+        let quick = Inputs {
+            sweep: false,
+            ..inputs(&sent, true)
+        };
+        // The waiting one is assigned; w1's attempt is not looked at.
+        let p = plan(&s, &r.snapshot(), quick);
+        assert!(
+            matches!(&p.commands[..], [Command::Assign { instance, .. }] if *instance != assigned),
+            "{:?}",
+            p.commands
+        );
+        // A sweep finds that w1 is gone.
+        let p = plan(&s, &r.snapshot(), inputs(&sent, true));
+        assert!(
+            p.commands
+                .iter()
+                .any(|c| matches!(c, Command::WorkerLost { instance, .. } if *instance == assigned)),
+            "{:?}",
+            p.commands
+        );
+    }
+
+    #[test]
+    fn registering_or_removing_a_worker_is_a_change_the_dispatcher_sees() {
+        let (r, _rx) = registry(&[("w1", "i1")]);
+        let before = r.changes();
+        let (tx, _rx2) = mpsc::channel(4);
+        r.register(Registration::for_test("w1", "i2", &[]), tx);
+        let after_register = r.changes();
+        assert!(after_register > before);
+        r.heartbeat(&WorkerId::new("w1"), 2, Default::default());
+        assert_eq!(r.changes(), after_register, "a heartbeat is not a change");
+        r.expire(std::time::Duration::ZERO);
+        assert!(r.changes() > after_register);
     }
 
     #[test]

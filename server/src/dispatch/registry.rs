@@ -81,6 +81,8 @@ impl Worker {
 pub struct Registry {
     workers: Mutex<HashMap<WorkerId, Worker>>,
     next_conn: AtomicU64,
+    /// Bumped when a worker registers (a new stream or a new process) or is removed.
+    changes: AtomicU64,
 }
 
 impl Registry {
@@ -93,6 +95,7 @@ impl Registry {
     /// A previous stream of the same worker id is dropped (its sender closes).
     pub fn register(&self, reg: Registration, tx: StreamTx) -> u64 {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        self.changes.fetch_add(1, Ordering::Relaxed);
         let load = Load {
             running: reg.running.clone(),
             ..Load::default()
@@ -160,6 +163,9 @@ impl Registry {
             for id in &dead {
                 m.remove(id);
             }
+            if !dead.is_empty() {
+                self.changes.fetch_add(1, Ordering::Relaxed);
+            }
             dead
         })
     }
@@ -169,6 +175,12 @@ impl Registry {
         self.with(|m| m.values().cloned().collect())
     }
 
+    /// Moves when a worker registered or was removed: which workers there
+    /// are, or which process each is, may have changed.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
     pub fn contains(&self, worker_id: &WorkerId) -> bool {
         self.with(|m| m.contains_key(worker_id))
     }
@@ -176,6 +188,7 @@ impl Registry {
     /// Leadership ended: tell every worker (`msg`, usually NotLeader) and forget them all.
     pub fn close_all(&self, msg: ServerMessage) {
         let all: Vec<Worker> = self.with(|m| m.drain().map(|(_, w)| w).collect());
+        self.changes.fetch_add(1, Ordering::Relaxed);
         for w in all {
             if let Some(tx) = w.tx {
                 let _ = tx.try_send(Ok(msg.clone()));
