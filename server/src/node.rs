@@ -69,7 +69,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(raft_config),
-        NetworkFactory { peers: peers.clone() },
+        NetworkFactory {
+            peers: peers.clone(),
+            json_peers: Default::default(),
+        },
         log_store,
         state_machine,
     )

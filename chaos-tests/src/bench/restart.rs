@@ -11,7 +11,7 @@
 //! `ensure_linearizable`), then its resident memory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Proc, Stdio};
+use std::process::{Child, Command as Proc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -39,8 +39,8 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data)
             .args(["--initial-cluster", &format!("1=127.0.0.1:{}", self.grpc)])
-            .env("QRON_LOG", "warn")
-            .stdout(Stdio::null())
+            .env("QRON_LOG", node_log())
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?)
     }
@@ -166,15 +166,16 @@ async fn join(node: &Node, dir: &Path, http: &reqwest::Client) -> anyhow::Result
         log: dir.join("joiner.log"),
     };
     let _ = std::fs::remove_dir_all(&joiner.data);
+    let joiner_log = std::fs::File::create(&joiner.log)?;
     let child = Proc::new(binary("qron-server")?)
         .args(["--node-id", "2"])
         .args(["--http", &format!("127.0.0.1:{}", joiner.http)])
         .args(["--grpc", &format!("127.0.0.1:{}", joiner.grpc)])
         .arg("--data-dir")
         .arg(&joiner.data)
-        .env("QRON_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&joiner.log)?)
+        .env("QRON_LOG", node_log())
+        .stdout(joiner_log.try_clone()?)
+        .stderr(joiner_log)
         .spawn()?;
     serving(http, &joiner.url("/api/v1/cluster"), Instant::now()).await?;
     let t0 = Instant::now();
@@ -273,4 +274,10 @@ async fn load(data: &Path, jobs: u64, instances: u64) -> anyhow::Result<()> {
     let upto = snap.meta.last_log_id.context("snapshot log id")?;
     log.purge(upto).await.map_err(|e| anyhow::anyhow!("purge: {e}"))?;
     Ok(())
+}
+
+/// The nodes' log filter: `warn`, or `QRON_BENCH_LOG` (e.g. `info` to see
+/// where a join spends its time).
+fn node_log() -> String {
+    std::env::var("QRON_BENCH_LOG").unwrap_or_else(|_| "warn".into())
 }

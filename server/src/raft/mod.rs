@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod network;
 pub mod service;
+pub mod wire;
 
 /// Largest gRPC message accepted or sent: a batch of log entries or one snapshot chunk.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

@@ -22,6 +22,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 use tower::ServiceExt;
 
+use super::wire::{self, Wire};
 use super::{FORWARDED_HEADER, IDEMPOTENCY_HEADER};
 
 /// Largest HTTP response body relayed back to a follower.
@@ -42,12 +43,15 @@ pub struct RaftRpc {
     pub hold_forward_answers: AtomicU32,
 }
 
-fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
-    serde_json::from_slice(&p.data).map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))
+/// Decodes a payload in either encoding (`wire.rs`); says which, to answer in it.
+fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<(T, Wire), Status> {
+    wire::decode(&p.data)
+        .map(|v| (v, Wire::of(&p.data)))
+        .map_err(|e| Status::invalid_argument(format!("{}: {e}", wire::UNDECODABLE)))
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
-    serde_json::to_vec(v)
+fn encode<T: Serialize>(wire: Wire, v: &T) -> Result<Response<RaftPayload>, Status> {
+    wire.encode(v)
         .map(|data| Response::new(RaftPayload { data }))
         .map_err(|e| Status::internal(format!("cannot encode raft reply: {e}")))
 }
@@ -64,18 +68,21 @@ impl RaftRpc {
 #[tonic::async_trait]
 impl RaftService for RaftRpc {
     async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let r = self.raft.append_entries(decode(req.get_ref())?).await;
-        encode(&r)
+        let (req, wire) = decode(req.get_ref())?;
+        let r = self.raft.append_entries(req).await;
+        encode(wire, &r)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let r = self.raft.vote(decode(req.get_ref())?).await;
-        encode(&r)
+        let (req, wire) = decode(req.get_ref())?;
+        let r = self.raft.vote(req).await;
+        encode(wire, &r)
     }
 
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let r = self.raft.install_snapshot(decode(req.get_ref())?).await;
-        encode(&r)
+        let (req, wire) = decode(req.get_ref())?;
+        let r = self.raft.install_snapshot(req).await;
+        encode(wire, &r)
     }
 
     async fn forward(&self, req: Request<ForwardRequest>) -> Result<Response<ForwardResponse>, Status> {
@@ -125,5 +132,35 @@ impl RaftService for RaftRpc {
             http_addr: self.http_addr.clone(),
             grpc_addr: self.grpc_addr.clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::raft::VoteRequest;
+    use openraft::Vote;
+    use qron_proto::raft::RaftPayload;
+    use qron_raft_store::NodeId;
+
+    use super::{decode, encode, Wire};
+
+    #[test]
+    fn a_request_is_answered_in_its_own_encoding_and_garbage_is_invalid_argument() {
+        let req = VoteRequest::<NodeId>::new(Vote::new(2, 1), None);
+        for wire in [Wire::Json, Wire::Binary] {
+            let p = RaftPayload {
+                data: wire.encode(&req).expect("encode"),
+            };
+            let (back, seen): (VoteRequest<NodeId>, Wire) = decode(&p).expect("decode");
+            assert_eq!((back.vote, seen), (req.vote, wire));
+            let reply = encode(seen, &back).expect("reply").into_inner();
+            assert_eq!(Wire::of(&reply.data), wire);
+        }
+        let e = decode::<VoteRequest<NodeId>>(&RaftPayload {
+            data: b"\x07junk".to_vec(),
+        })
+        .expect_err("garbage");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().starts_with("undecodable raft payload"), "{}", e.message());
     }
 }
