@@ -109,6 +109,11 @@ enum Bench {
         /// The cluster's retention (max age of finished instances).
         #[arg(long, default_value_t = 300_000)]
         retention_ms: u64,
+        /// The servers' --snapshot-logs (the server's default is 10,000: under
+        /// this load the first snapshot, a copy of the state on disk, comes
+        /// after minute 10, so minute 10 is not yet the steady state).
+        #[arg(long, default_value_t = 10_000)]
+        snapshot_logs: u64,
     },
     /// Run-now latency: API call to processor start.
     RunLatency {
@@ -142,7 +147,8 @@ async fn main() -> anyhow::Result<()> {
             jobs,
             minutes,
             retention_ms,
-        } => soak::run(jobs, minutes, retention_ms).await,
+            snapshot_logs,
+        } => soak::run(jobs, minutes, retention_ms, snapshot_logs).await,
     }
 }
 
@@ -301,11 +307,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Three servers, two workers, app `bench` and a shell job `true`; returns the job id.
 async fn worker_cluster() -> anyhow::Result<(TestCluster, u64)> {
+    worker_cluster_with(ClusterOptions::default()).await
+}
+
+/// Three servers (logging warnings) with `opts`, app `bench`, an API job and two workers.
+async fn worker_cluster_with(opts: ClusterOptions) -> anyhow::Result<(TestCluster, u64)> {
     let mut c = TestCluster::start(
         3,
         ClusterOptions {
             log: "warn".into(),
-            ..ClusterOptions::default()
+            ..opts
         },
     )?;
     let leader = c.wait_leader(Duration::from_secs(20)).await?;

@@ -272,14 +272,17 @@ impl State {
         } else {
             self.put(id_key(T::JobHeld, job), &held);
             let floor = self.stored_floor(T::ByJob, job);
-            if floor.is_none_or(|f| f == id) {
+            // A floor naming an instance no longer held was left by a node of
+            // an earlier release (it removes without keeping floors): it is
+            // still a lower bound, so the walk from it finds the oldest.
+            if floor.is_none_or(|f| f == id || !self.holds(pair_key(T::ByJob, job, f))) {
                 // This instance's entry is deleted above: the walk passes it.
                 let next = self.first_id_from(&id_key(T::ByJob, job), floor.unwrap_or(0), 9);
                 self.set_floor(T::ByJob, job, next);
             }
         }
         let floor = self.stored_floor(T::Instance, 0);
-        if floor.is_none_or(|f| f == id) {
+        if floor.is_none_or(|f| f == id || !self.holds(id_key(T::Instance, f))) {
             // None held: the next instance created is the oldest.
             let next = self
                 .first_id_from(&[T::Instance as u8], floor.unwrap_or(0), 1)
@@ -299,6 +302,16 @@ impl State {
     // lowest (one seek to the next); walks from the oldest start there.
     // Absent (a store written before floors) means 0: walks start at the
     // beginning, and the next removal records it.
+
+    fn holds(&self, k: Vec<u8>) -> bool {
+        match self.raw(&k) {
+            Ok(v) => v.is_some(),
+            Err(e) => {
+                self.note_fault(format!("reading {}: {e}", super::store::show_key(&k)));
+                true
+            }
+        }
+    }
 
     fn stored_floor(&self, t: T, owner: u64) -> Option<u64> {
         self.get(&pair_key(T::Floor, t as u64, owner))

@@ -323,6 +323,21 @@ mod tests {
     }
 
     #[test]
+    fn a_floor_left_stale_by_an_earlier_release_is_repaired_at_the_next_removal() {
+        use super::super::store::{pair_key, T};
+        let mut s = state_with(4);
+        expire(&mut s, &[1]);
+        // A node of an earlier release removed instance 1 without moving the
+        // floors: they name an id no longer held (still a lower bound).
+        s.put(pair_key(T::Floor, T::ByJob as u64, 1), &1u64);
+        s.put(pair_key(T::Floor, T::Instance as u64, 0), &1u64);
+        assert!(s.check_indexes().is_err());
+        // Removing another instance (not the oldest) repairs both.
+        expire(&mut s, &[3]);
+        assert_eq!(floors(&s), (2, 2));
+    }
+
+    #[test]
     fn a_wrong_floor_is_found_by_the_index_check() {
         use super::super::store::{pair_key, T};
         let mut s = state_with(3);

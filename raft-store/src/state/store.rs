@@ -57,11 +57,13 @@ pub enum T {
 
 /// Tables the digest leaves out: openraft's bookkeeping (log ids differ
 /// between a node that applied entries and one that installed a snapshot of
-/// them) and the idempotency records (remembered answers, not data; a refused
+/// them), the idempotency records (remembered answers, not data; a refused
 /// keyed request records one, and a refused request must leave the digest as
-/// it was).
+/// it was) and the floors (where walks start, derived from the records: a
+/// node of an earlier release in a rolling upgrade keeps none, and what a walk
+/// answers does not depend on them).
 pub fn in_digest(table: u8) -> bool {
-    ![T::Raft as u8, T::Key as u8, T::KeyExpiry as u8].contains(&table)
+    ![T::Raft as u8, T::Key as u8, T::KeyExpiry as u8, T::Floor as u8].contains(&table)
 }
 
 /// A full key: the table byte, then `rest`.

@@ -95,13 +95,12 @@ impl Registry {
     /// A previous stream of the same worker id is dropped (its sender closes).
     pub fn register(&self, reg: Registration, tx: StreamTx) -> u64 {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
-        self.changes.fetch_add(1, Ordering::Relaxed);
         let load = Load {
             running: reg.running.clone(),
             ..Load::default()
         };
-        self.with(|m| {
-            m.insert(
+        let replaced = self.with(|m| {
+            let replaced = m.insert(
                 reg.worker_id.clone(),
                 Worker {
                     reg,
@@ -110,8 +109,13 @@ impl Registry {
                     conn,
                     tx: Some(tx),
                 },
-            )
+            );
+            // Under the lock, after the insert: a round that sees the new
+            // count also sees the worker in its snapshot.
+            self.changes.fetch_add(1, Ordering::Relaxed);
+            replaced
         });
+        drop(replaced);
         conn
     }
 
