@@ -60,7 +60,7 @@ pub async fn run(
                 wheel.chain_delayed(&s);
             }
         }
-        let fires = wheel.take_due(now_ms(), horizon, misfire);
+        let fires = wheel.take_due(&ctx.state.read(), now_ms(), horizon, misfire);
         if !fires.is_empty() {
             let ok = propose(&ctx.raft, fires).await;
             d.wake();

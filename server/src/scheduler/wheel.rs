@@ -11,9 +11,14 @@
 //! Why a heap: one entry per job, O(log n) per fire, and the next due time is
 //! at the top; a hierarchical wheel would only pay off at far more jobs than a
 //! leader holds, and would need a resolution (a heap has exact times).
+//!
+//! Memory: the heap holds a time and a job id per timed job (24 bytes), and
+//! nothing else per job. A job's plan (its parsed cron expression: most of a
+//! kilobyte) is made from the job's record when the job is due, not kept:
+//! a leader with a million jobs keeps tens of megabytes here, not a gigabyte.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 
 use qron_proto::api::MisfirePolicy;
 use qron_raft_store::schedule::{Plan, Timer};
@@ -26,10 +31,10 @@ const MAX_CATCH_UP_RECORDS: usize = 1_000;
 /// Each timed job's next fire, earliest first.
 pub struct Wheel {
     heap: BinaryHeap<Reverse<(i64, JobId)>>,
-    /// Each timed job's plan and misfire policy (copied from the state at build time).
-    plans: HashMap<JobId, (Plan, MisfirePolicy)>,
     /// Fixed-delay jobs whose last instance is still running: re-checked every tick.
     delayed: HashSet<JobId>,
+    /// Timed jobs held (on the heap or delayed).
+    jobs: usize,
     /// The `State::job_epoch` it was built at: rebuild when the state's moves.
     pub epoch: u64,
 }
@@ -39,15 +44,12 @@ impl Wheel {
     pub fn build(state: &State) -> Wheel {
         let mut w = Wheel {
             heap: BinaryHeap::new(),
-            plans: HashMap::new(),
             delayed: HashSet::new(),
+            jobs: 0,
             epoch: state.job_epoch(),
         };
         state.for_each_job(|job| {
-            if !job.spec.enabled {
-                return;
-            }
-            let Ok(plan) = Plan::new(&job.spec, job.created_at_ms) else {
+            let Some((plan, _)) = plan_of(&job) else {
                 return;
             };
             match plan.timer {
@@ -62,7 +64,7 @@ impl Wheel {
                     }
                 }
             }
-            w.plans.insert(job.id, (plan, job.spec.misfire_policy));
+            w.jobs += 1;
         });
         w
     }
@@ -72,7 +74,7 @@ impl Wheel {
     pub fn chain_delayed(&mut self, state: &State) {
         let mut ready = Vec::new();
         for id in &self.delayed {
-            let (Ok(job), Some((plan, _))) = (state.job(*id), self.plans.get(id)) else {
+            let Some((job, (plan, _))) = state.job(*id).ok().and_then(|j| plan_of(&j).map(|p| (j, p))) else {
                 continue;
             };
             let base = match job.last_fired_instance.and_then(|i| state.instance_opt(i)) {
@@ -94,7 +96,7 @@ impl Wheel {
 
     /// Jobs the wheel holds.
     pub fn jobs(&self) -> usize {
-        self.plans.len()
+        self.jobs
     }
 
     /// Whether fixed-delay jobs wait for their previous instance to end.
@@ -110,15 +112,17 @@ impl Wheel {
     /// Takes every fire due at or before `now + horizon` and returns the `Fire`
     /// commands for them (with `now` as the proposer's time). A fire more than
     /// `misfire` in the past is a misfire: the job's policy decides ([`catch_up`]).
-    /// Each job's next fire goes back on the heap.
-    pub fn take_due(&mut self, now: i64, horizon: i64, misfire: i64) -> Vec<Command> {
+    /// Each job's next fire goes back on the heap. A job that `state` no
+    /// longer holds enabled and timed is dropped (the wheel is rebuilt when
+    /// the jobs change; this only spares a fire in between).
+    pub fn take_due(&mut self, state: &State, now: i64, horizon: i64, misfire: i64) -> Vec<Command> {
         let mut fires = Vec::new();
         while let Some(Reverse((t, job))) = self.heap.peek().copied() {
             if t > now + horizon {
                 break;
             }
             self.heap.pop();
-            let Some((plan, policy)) = self.plans.get(&job).cloned() else {
+            let Some((plan, policy)) = state.job(job).ok().as_ref().and_then(plan_of) else {
                 continue;
             };
             let last = if t < now - misfire {
@@ -145,6 +149,16 @@ impl Wheel {
         }
         fires
     }
+}
+
+/// An enabled job's plan and misfire policy; None if it is disabled or its
+/// schedule cannot be planned.
+fn plan_of(job: &qron_raft_store::model::Job) -> Option<(Plan, MisfirePolicy)> {
+    if !job.spec.enabled {
+        return None;
+    }
+    let plan = Plan::new(&job.spec, job.created_at_ms).ok()?;
+    Some((plan, job.spec.misfire_policy))
 }
 
 /// Misfires of `job` from `first` on: the policy decides. Returns the last fire
@@ -247,23 +261,38 @@ mod tests {
         assert_eq!(w.jobs(), 1);
         assert_eq!(w.next_due(), Some(11_000));
         // Not yet within the horizon (100 ms).
-        assert!(w.take_due(10_800, 100, 5_000).is_empty());
-        let fires = w.take_due(10_900, 100, 5_000);
+        assert!(w.take_due(&s, 10_800, 100, 5_000).is_empty());
+        let fires = w.take_due(&s, 10_900, 100, 5_000);
         assert_eq!(summary(&fires), [(11_000, false)]);
         assert_eq!(w.next_due(), Some(12_000), "the next fire is back on the heap");
-        assert!(w.take_due(10_950, 100, 5_000).is_empty(), "taken once");
+        assert!(w.take_due(&s, 10_950, 100, 5_000).is_empty(), "taken once");
         // Two periods at once (a slow tick): both fire, in order.
         assert_eq!(
-            summary(&w.take_due(12_950, 100, 5_000)),
+            summary(&w.take_due(&s, 12_950, 100, 5_000)),
             [(12_000, false), (13_000, false)]
         );
+    }
+
+    #[test]
+    fn a_job_disabled_after_the_build_is_not_fired() {
+        let mut s = state_with_fixed_rate_job(1_000, 10_500);
+        let mut w = Wheel::build(&s);
+        s.apply(&Command::SetJobEnabled {
+            id: JobId(1),
+            enabled: false,
+            now_ms: 10_600,
+        })
+        .0
+        .expect("disable");
+        assert!(w.take_due(&s, 10_950, 100, 5_000).is_empty());
+        assert_eq!(w.next_due(), None, "dropped, not put back");
     }
 
     #[test]
     fn a_rebuilt_wheel_starts_after_the_last_recorded_fire() {
         let mut s = state_with_fixed_rate_job(1_000, 10_500);
         let mut w = Wheel::build(&s);
-        for f in w.take_due(10_950, 100, 5_000) {
+        for f in w.take_due(&s, 10_950, 100, 5_000) {
             s.apply(&f).0.expect("fire");
         }
         // A new leader builds from the state: it must not fire 11_000 again.
