@@ -215,7 +215,6 @@ impl State {
         let old = self.instance_opt(inst.id);
         let (id, job) = (inst.id.0, inst.job_id.0);
         if old.is_none() {
-            self.put_raw(pair_key(T::ByJob, job, id), Vec::new());
             let held = self.held_of(inst.job_id);
             self.put(id_key(T::JobHeld, job), &(held + 1));
             // New ids are the highest, but a migration may come in any order.
@@ -227,20 +226,16 @@ impl State {
                 self.set_floor(T::Instance, 0, Some(id));
             }
         }
-        let was = |f: fn(&Instance) -> bool| old.as_ref().is_some_and(f);
-        let active = |i: &Instance| !i.status.is_terminal();
-        let waiting = |i: &Instance| i.status == InstanceStatus::WaitingDispatch;
-        let unconfirmed = |i: &Instance| i.stop_pending.is_some();
-        for (is, index, k) in [
-            (active(inst), active as fn(&Instance) -> bool, id_key(T::Active, id)),
-            (active(inst), active, pair_key(T::ActiveByJob, job, id)),
-            (waiting(inst), waiting, id_key(T::Waiting, id)),
-            (unconfirmed(inst), unconfirmed, id_key(T::Unconfirmed, id)),
-        ] {
-            match (was(index), is) {
-                (false, true) => self.put_raw(k, Vec::new()),
-                (true, false) => self.del(k),
-                _ => {}
+        let before = old.as_ref().map(index_keys).unwrap_or_default();
+        let after = index_keys(inst);
+        for k in &before {
+            if !after.contains(k) {
+                self.del(k.clone());
+            }
+        }
+        for k in after {
+            if !before.contains(&k) {
+                self.put_raw(k, Vec::new());
             }
         }
         self.put(id_key(T::Instance, id), inst);
@@ -254,16 +249,8 @@ impl State {
     pub(super) fn del_instance(&mut self, inst: &Instance) {
         let (id, job) = (inst.id.0, inst.job_id.0);
         self.del(id_key(T::Instance, id));
-        self.del(pair_key(T::ByJob, job, id));
-        if !inst.status.is_terminal() {
-            self.del(id_key(T::Active, id));
-            self.del(pair_key(T::ActiveByJob, job, id));
-        }
-        if inst.status == InstanceStatus::WaitingDispatch {
-            self.del(id_key(T::Waiting, id));
-        }
-        if inst.stop_pending.is_some() {
-            self.del(id_key(T::Unconfirmed, id));
+        for k in index_keys(inst) {
+            self.del(k);
         }
         let held = self.held_of(inst.job_id).saturating_sub(1);
         if held == 0 {
@@ -603,19 +590,8 @@ impl State {
         });
         for i in records {
             let i = i.map_err(|e| format!("an instance record does not decode: {e}"))?;
-            let (id, job) = (i.id.0, i.job_id.0);
-            want.insert(pair_key(T::ByJob, job, id));
-            *held.entry(job).or_default() += 1;
-            if !i.status.is_terminal() {
-                want.insert(id_key(T::Active, id));
-                want.insert(pair_key(T::ActiveByJob, job, id));
-            }
-            if i.status == InstanceStatus::WaitingDispatch {
-                want.insert(id_key(T::Waiting, id));
-            }
-            if i.stop_pending.is_some() {
-                want.insert(id_key(T::Unconfirmed, id));
-            }
+            *held.entry(i.job_id.0).or_default() += 1;
+            want.extend(index_keys(&i));
         }
         let mut have = BTreeSet::new();
         for t in [T::Active, T::Waiting, T::ByJob, T::ActiveByJob, T::Unconfirmed] {
@@ -713,6 +689,24 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// The index entries an instance record has, derived from the record alone:
+/// what `put_instance` keeps, `del_instance` removes and `check_indexes` expects.
+fn index_keys(inst: &Instance) -> Vec<Vec<u8>> {
+    let (id, job) = (inst.id.0, inst.job_id.0);
+    let mut keys = vec![pair_key(T::ByJob, job, id)];
+    if !inst.status.is_terminal() {
+        keys.push(id_key(T::Active, id));
+        keys.push(pair_key(T::ActiveByJob, job, id));
+    }
+    if inst.status == InstanceStatus::WaitingDispatch {
+        keys.push(id_key(T::Waiting, id));
+    }
+    if inst.stop_pending.is_some() {
+        keys.push(id_key(T::Unconfirmed, id));
+    }
+    keys
 }
 
 fn name_key(app: &str, name: &str) -> String {
