@@ -220,7 +220,7 @@ pub fn cluster(view: &ClusterView) -> String {
     let leader = view
         .leader_id
         .map_or_else(|| "none known".to_owned(), |id| id.to_string());
-    let mut out = pairs(&[
+    let mut fields = vec![
         ("node", view.node_id.to_string()),
         ("state", view.state.clone()),
         ("leader", leader),
@@ -228,7 +228,20 @@ pub fn cluster(view: &ClusterView) -> String {
         ("last log", or_dash(view.last_log_index)),
         ("commit", or_dash(view.commit_index)),
         ("applied", or_dash(view.applied_index)),
-    ]);
+    ];
+    if let Some(m) = &view.memory {
+        let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+        fields.push((
+            "memory",
+            format!(
+                "{} resident; RocksDB: {} block cache, {} memtables",
+                m.rss_bytes.map_or_else(|| "-".to_owned(), mb),
+                mb(m.block_cache_bytes),
+                mb(m.memtable_bytes)
+            ),
+        ));
+    }
+    let mut out = pairs(&fields);
     out.push('\n');
     let mut nodes: Vec<_> = view.nodes.iter().collect();
     nodes.sort_by_key(|n| n.id);
@@ -480,7 +493,7 @@ pub fn workers(workers: &[WorkerView]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use qron_proto::api::NodeView;
+    use qron_proto::api::{MemoryView, NodeView};
 
     use super::*;
 
@@ -750,6 +763,11 @@ w-9     reports  -       12.3   9500/16000         40000/100000        0        
                 node(1, NodeRole::Voter, true),
                 node(2, NodeRole::Voter, true),
             ],
+            memory: Some(MemoryView {
+                rss_bytes: Some(190_400_000),
+                block_cache_bytes: 60_000_000,
+                memtable_bytes: 12_340_000,
+            }),
         };
         let text = cluster(&view);
         let expected = "\
@@ -760,6 +778,7 @@ term:      4
 last log:  42
 commit:    41
 applied:   -
+memory:    190.4 MB resident; RocksDB: 60.0 MB block cache, 12.3 MB memtables
 
 ID  ROLE     GRPC           HTTP           REACHABLE  LEADER
 1   voter    10.0.0.1:7800  10.0.0.1:7700  yes        *

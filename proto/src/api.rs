@@ -60,6 +60,20 @@ pub struct ClusterView {
     #[serde(default)]
     pub purged_index: Option<u64>,
     pub nodes: Vec<NodeView>,
+    /// This node's memory: its resident set and what RocksDB holds of it.
+    #[serde(default)]
+    pub memory: Option<MemoryView>,
+}
+
+/// A node's memory, as it sees it (`GET /api/v1/cluster`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryView {
+    /// The process's resident set (`VmRSS`), where the platform tells it.
+    pub rss_bytes: Option<u64>,
+    /// RocksDB's shared block cache in use (bounded by its budget).
+    pub block_cache_bytes: u64,
+    /// RocksDB's memtables, all column families (bounded by its budget).
+    pub memtable_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -36,7 +36,7 @@ pub use log_store::LogStore;
 pub use raft_types::{Entry, Raft, StorageError, TypeConfig};
 pub use snapshot_file::SnapshotFile;
 pub use state::State;
-pub use state_machine::{SharedState, StateMachineStore};
+pub use state_machine::{SharedState, StateMachineStore, StorageMemory};
 pub use types::{Attempt, JobId, NodeId, QronNode, WorkerId};
 
 /// Opens (or creates) the RocksDB database and the snapshot directory under

@@ -263,16 +263,30 @@ impl LogStore {
     }
 }
 
+/// An fsync of the log at least this long is logged.
+const SLOW_FSYNC: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Completes `LogFlushed` callbacks after one WAL fsync per batch of them.
 /// Exits when every `LogStore` (every sender) is gone.
 fn flusher(db: std::sync::Weak<DB>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
+        let started = std::time::Instant::now();
         let result: Result<(), String> = match db.upgrade() {
             Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
             None => Err("the log store was closed".to_owned()),
         };
+        let took = started.elapsed();
+        if took >= SLOW_FSYNC {
+            // Every commit and every follower's answer to an append waits for
+            // this: a slow one is what makes heartbeats late (docs/architecture.md).
+            tracing::warn!(
+                ms = took.as_millis() as u64,
+                appends = batch.len(),
+                "slow fsync of the Raft log"
+            );
+        }
         for cb in batch {
             cb.log_io_completed(result.clone().map_err(std::io::Error::other));
         }

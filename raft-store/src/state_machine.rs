@@ -43,7 +43,7 @@ use sha2::{Digest, Sha256};
 use crate::command::{Reply, Response};
 use crate::encoding::decode;
 use crate::legacy::LegacyState;
-use crate::log_store::{cf, get_meta, put_meta, Purger, CF_META, CF_STATE_A, CF_STATE_B};
+use crate::log_store::{cf, get_meta, put_meta, Purger, CF_LOGS, CF_META, CF_STATE_A, CF_STATE_B};
 use crate::raft_types::{Entry, StorageError, TypeConfig};
 use crate::snapshot_file::SnapshotFile;
 use crate::state::store::{key, Kv, Writes, T};
@@ -69,22 +69,60 @@ const INSTALL_BATCH_BYTES: usize = 4 << 20;
 /// the write lock only to write a batch or swap the column family: a reader
 /// sees the state between two batches, never half of one.
 #[derive(Clone)]
-pub struct SharedState(Arc<RwLock<State>>);
+pub struct SharedState {
+    state: Arc<RwLock<State>>,
+    /// The node's database (None for a state in memory), for its memory figures.
+    db: Option<Arc<DB>>,
+}
 
 impl Default for SharedState {
     fn default() -> Self {
-        SharedState(Arc::new(RwLock::new(State::default())))
+        SharedState::new(State::default(), None)
     }
 }
 
+/// What RocksDB holds in memory (both bounded: docs/architecture.md, "Memory").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageMemory {
+    /// The shared block cache's use (data, index and filter blocks).
+    pub block_cache_bytes: u64,
+    /// Every column family's memtables, flushed or not yet.
+    pub memtable_bytes: u64,
+}
+
 impl SharedState {
+    fn new(state: State, db: Option<Arc<DB>>) -> Self {
+        SharedState {
+            state: Arc::new(RwLock::new(state)),
+            db,
+        }
+    }
+
+    /// RocksDB's memory use now, if this state lives in RocksDB.
+    pub fn storage_memory(&self) -> Option<StorageMemory> {
+        let db = self.db.as_ref()?;
+        let prop = |cf_name: &str, name: &str| -> u64 {
+            db.cf_handle(cf_name)
+                .and_then(|h| db.property_int_value_cf(&h, name).ok().flatten())
+                .unwrap_or(0)
+        };
+        Some(StorageMemory {
+            // One cache for every family: any family reports all of it.
+            block_cache_bytes: prop(CF_META, "rocksdb.block-cache-usage"),
+            memtable_bytes: [CF_LOGS, CF_META, CF_STATE_A, CF_STATE_B]
+                .iter()
+                .map(|cf| prop(cf, "rocksdb.cur-size-all-mem-tables"))
+                .sum(),
+        })
+    }
+
     /// A read guard; a poisoned lock still yields the state (apply never panics midway).
     pub fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
+        self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -109,9 +147,10 @@ impl Kv for RocksKv {
         from: &[u8],
         to: &[u8],
         reverse: bool,
+        bulk: bool,
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), String> {
-        scan_cf(&self.db, self.cf, None, from, to, reverse, f)
+        scan_cf(&self.db, self.cf, None, bulk, from, to, reverse, f)
     }
 
     fn write(&self, writes: &Writes) -> Result<(), String> {
@@ -127,11 +166,14 @@ impl Kv for RocksKv {
     }
 }
 
-/// Visits `[from, to)` of column family `name` (through `snapshot` if given).
+/// Visits `[from, to)` of column family `name` (through `snapshot` if given;
+/// `bulk`: see [`Kv::scan`]).
+#[allow(clippy::too_many_arguments)]
 fn scan_cf(
     db: &DB,
     name: &str,
     snapshot: Option<&rocksdb::Snapshot<'_>>,
+    bulk: bool,
     from: &[u8],
     to: &[u8],
     reverse: bool,
@@ -142,9 +184,11 @@ fn scan_cf(
     ro.set_iterate_lower_bound(from.to_vec());
     ro.set_iterate_upper_bound(to.to_vec());
     if let Some(s) = snapshot {
-        // A whole-state read (a snapshot build): read ahead, and leave the
-        // block cache to what the node serves from.
         ro.set_snapshot(s);
+    }
+    if bulk {
+        // Many records read once: read ahead, and leave the block cache to
+        // what the node serves from.
         ro.fill_cache(false);
         ro.set_readahead_size(2 << 20);
     }
@@ -264,7 +308,7 @@ impl StateMachineStore {
             cf: cf_name,
         }));
         Ok(StateMachineStore {
-            state: SharedState(Arc::new(RwLock::new(state))),
+            state: SharedState::new(state, Some(db.clone())),
             db: db.clone(),
             cf: cf_name,
             snapshots: Arc::new(Snapshots {
@@ -442,6 +486,7 @@ fn write_snapshot_file(
         db,
         cf_name,
         Some(&snap),
+        true,
         &[T::Raft as u8 + 1],
         ALL_KEYS_END,
         false,
@@ -923,10 +968,19 @@ mod tests {
         assert_eq!(sm.shared().read().all_records(), before);
         assert!(sm.shared().read().app("intruder").is_none());
         let mut other = Vec::new();
-        scan_cf(&sm.db, other_cf(sm.cf), None, &[], ALL_KEYS_END, false, &mut |k, _| {
-            other.push(k.to_vec());
-            true
-        })
+        scan_cf(
+            &sm.db,
+            other_cf(sm.cf),
+            None,
+            true,
+            &[],
+            ALL_KEYS_END,
+            false,
+            &mut |k, _| {
+                other.push(k.to_vec());
+                true
+            },
+        )
         .expect("scan");
         assert!(other.is_empty(), "the other family is cleared at start-up");
     }

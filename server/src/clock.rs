@@ -11,3 +11,27 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// How often [`watch_stalls`] looks at the runtime's timers.
+const STALL_TICK: std::time::Duration = std::time::Duration::from_millis(50);
+/// A timer this much later than asked is logged: at the default heartbeat
+/// (100 ms) a runtime stalled this long answers peers too late.
+const STALL_REPORT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Logs when this runtime wakes a timer late: a thread blocked inside async
+/// code, or a machine without CPU for the node, both of which delay
+/// heartbeats and appends (the first thing to read when leadership flaps).
+/// Runs until `shutdown` is cancelled.
+pub async fn watch_stalls(shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    loop {
+        let asked = std::time::Instant::now();
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(STALL_TICK) => {}
+        }
+        let late = asked.elapsed().saturating_sub(STALL_TICK);
+        if late >= STALL_REPORT {
+            tracing::warn!(late_ms = late.as_millis() as u64, "the runtime woke a timer late");
+        }
+    }
+}

@@ -173,6 +173,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tracing::info!("no --initial-cluster: waiting to be added by a member of a cluster");
     }
 
+    tasks.spawn(crate::clock::watch_stalls(shutdown.clone()));
     tasks.spawn(poll_peers(raft.clone(), peers, cfg.node_id, shutdown.clone()));
     let start = leadership::starter(
         ctx.clone(),

@@ -23,6 +23,8 @@ use qron_raft_store::{Command, Entry, JobId};
 const BATCH: usize = 10_000;
 
 struct Node {
+    /// 1: the loaded node, which founds its one-node cluster; 2: the joiner.
+    id: u64,
     data: PathBuf,
     http: u16,
     grpc: u16,
@@ -32,13 +34,16 @@ struct Node {
 impl Node {
     fn spawn(&self) -> anyhow::Result<Child> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        Ok(Proc::new(binary("qron-server")?)
-            .args(["--node-id", "1"])
+        let mut cmd = Proc::new(binary("qron-server")?);
+        cmd.args(["--node-id", &self.id.to_string()])
             .args(["--http", &format!("127.0.0.1:{}", self.http)])
             .args(["--grpc", &format!("127.0.0.1:{}", self.grpc)])
             .arg("--data-dir")
-            .arg(&self.data)
-            .args(["--initial-cluster", &format!("1=127.0.0.1:{}", self.grpc)])
+            .arg(&self.data);
+        if self.id == 1 {
+            cmd.args(["--initial-cluster", &format!("1=127.0.0.1:{}", self.grpc)]);
+        }
+        Ok(cmd
             .env("QRON_LOG", node_log())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -86,6 +91,7 @@ pub async fn run(jobs: u64, instances: u64, dir: Option<PathBuf>, join_too: bool
         );
         println!("restart: reusing the state loaded in {}", dir.display());
         Node {
+            id: 1,
             data: dir.join("node1"),
             http: v["http"].as_u64().context("http")? as u16,
             grpc: v["grpc"].as_u64().context("grpc")? as u16,
@@ -93,6 +99,7 @@ pub async fn run(jobs: u64, instances: u64, dir: Option<PathBuf>, join_too: bool
         }
     } else {
         let node = Node {
+            id: 1,
             data: dir.join("node1"),
             http: free_port()?,
             grpc: free_port()?,
@@ -123,60 +130,70 @@ pub async fn run(jobs: u64, instances: u64, dir: Option<PathBuf>, join_too: bool
     println!("restart: data dir {} bytes", super::dir_bytes(&node.data));
     let mut times = Vec::new();
     for run in 0..3 {
-        let t0 = Instant::now();
         let child = node.spawn()?;
-        let took = serving(&http, &node.url("/api/v1/jobs/1"), t0).await?;
-        let pid = child.id();
-        let rss_serving = super::rss_bytes(pid)?;
-        // Let it settle (the leader's wheel is built from every job) and look again.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let rss = super::rss_bytes(pid)?;
-        println!(
-            "restart run {run}: first linearizable read after {} ms; rss_mb at it={:.1}, 5 s later={:.1}; bytes_per_job={:.0}",
-            took.as_millis(),
-            rss_serving as f64 / 1e6,
-            rss as f64 / 1e6,
-            rss as f64 / jobs.max(1) as f64
-        );
-        times.push(took.as_millis());
-        stop(child)?;
+        let read = ("/api/v1/jobs/1", "linearizable read");
+        times.push(restarted(&http, &node, child, read, jobs, &format!("run {run}")).await?);
     }
-    times.sort_unstable();
-    println!(
-        "restart summary: jobs={jobs} instances={instances} runs={} median_ms={} max_ms={}",
-        times.len(),
-        times[times.len() / 2],
-        times[times.len() - 1]
-    );
+    summary("summary", jobs, instances, &mut times);
     if join_too {
-        join(&node, &dir, &http).await?;
+        join(&node, &dir, &http, jobs, instances).await?;
     }
     Ok(())
 }
 
+/// Measures a node just spawned: the time until it answers `GET path`, its
+/// resident memory then and 5 s later; prints them and stops it.
+async fn restarted(
+    http: &reqwest::Client,
+    node: &Node,
+    child: Child,
+    (path, read): (&str, &str),
+    jobs: u64,
+    what: &str,
+) -> anyhow::Result<u128> {
+    let t0 = Instant::now();
+    let took = serving(http, &node.url(path), t0).await?;
+    let pid = child.id();
+    let rss_serving = super::rss_bytes(pid)?;
+    // Let it settle (a leader's wheel is built from every job) and look again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss = super::rss_bytes(pid)?;
+    println!(
+        "restart {what}: first {read} after {} ms; rss_mb at it={:.1}, 5 s later={:.1}; bytes_per_job={:.0}",
+        took.as_millis(),
+        rss_serving as f64 / 1e6,
+        rss as f64 / 1e6,
+        rss as f64 / jobs.max(1) as f64
+    );
+    stop(child)?;
+    Ok(took.as_millis())
+}
+
+fn summary(what: &str, jobs: u64, instances: u64, times: &mut [u128]) {
+    times.sort_unstable();
+    println!(
+        "restart {what}: jobs={jobs} instances={instances} runs={} median_ms={} max_ms={}",
+        times.len(),
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
+
 /// Brings a new, empty node in: it receives the state by snapshot. Times the
 /// `POST /api/v1/cluster/nodes` call, which returns once the learner caught up.
-async fn join(node: &Node, dir: &Path, http: &reqwest::Client) -> anyhow::Result<()> {
+async fn join(node: &Node, dir: &Path, http: &reqwest::Client, jobs: u64, instances: u64) -> anyhow::Result<()> {
     let leader = node.spawn()?;
     serving(http, &node.url("/api/v1/jobs/1"), Instant::now()).await?;
     let joiner = Node {
+        id: 2,
         data: dir.join("joiner"),
         http: free_port()?,
         grpc: free_port()?,
         log: dir.join("joiner.log"),
     };
     let _ = std::fs::remove_dir_all(&joiner.data);
-    let joiner_log = std::fs::File::create(&joiner.log)?;
-    let child = Proc::new(binary("qron-server")?)
-        .args(["--node-id", "2"])
-        .args(["--http", &format!("127.0.0.1:{}", joiner.http)])
-        .args(["--grpc", &format!("127.0.0.1:{}", joiner.grpc)])
-        .arg("--data-dir")
-        .arg(&joiner.data)
-        .env("QRON_LOG", node_log())
-        .stdout(joiner_log.try_clone()?)
-        .stderr(joiner_log)
-        .spawn()?;
+    let _ = std::fs::remove_file(&joiner.log);
+    let child = joiner.spawn()?;
     serving(http, &joiner.url("/api/v1/cluster"), Instant::now()).await?;
     let t0 = Instant::now();
     let r = http
@@ -194,9 +211,21 @@ async fn join(node: &Node, dir: &Path, http: &reqwest::Client) -> anyhow::Result
         super::dir_bytes(&joiner.data),
         rss as f64 / 1e6
     );
+    // The joined node follows (a learner: the loaded node alone stays the
+    // quorum, so the follower's restarts do not stop the cluster). Restart it
+    // from its data dir until it answers a read of the last job from its own
+    // state (`stale=true`: a follower forwards other reads to the leader).
+    stop(child)?;
+    let mut times = Vec::new();
+    let last_job = format!("/api/v1/jobs/{jobs}?stale=true");
+    for run in 0..3 {
+        let child = joiner.spawn()?;
+        let read = (last_job.as_str(), "local read of the last job");
+        times.push(restarted(http, &joiner, child, read, jobs, &format!("follower run {run}")).await?);
+    }
+    summary("follower summary", jobs, instances, &mut times);
     // Leave the loaded state as it was for the next run.
     let _ = http.delete(node.url("/api/v1/cluster/nodes/2")).send().await;
-    stop(child)?;
     stop(leader)?;
     Ok(())
 }

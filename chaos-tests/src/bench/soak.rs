@@ -24,9 +24,16 @@ struct Mark {
     expired: u64,
 }
 
-pub async fn run(jobs: usize, minutes: u64, retention_ms: u64, snapshot_logs: u64) -> anyhow::Result<()> {
+pub async fn run(
+    jobs: usize,
+    minutes: u64,
+    retention_ms: u64,
+    snapshot_logs: u64,
+    server_args: Vec<String>,
+) -> anyhow::Result<()> {
     let (c, _) = super::worker_cluster_with(qron_chaos_tests::ClusterOptions {
         snapshot_logs,
+        server_args,
         ..Default::default()
     })
     .await?;
@@ -76,10 +83,18 @@ pub async fn run(jobs: usize, minutes: u64, retention_ms: u64, snapshot_logs: u6
         let due = Duration::from_secs(minute * 60);
         tokio::time::sleep(due.saturating_sub(start.elapsed())).await;
         let mut servers = Vec::new();
+        let mut rocks = Vec::new();
         for id in c.running() {
             let s = c.server(id)?;
             let rss = s.pid().map(|p| super::rss_bytes(p).unwrap_or(0)).unwrap_or(0);
             servers.push((id, rss, super::dir_bytes(&s.data_dir)));
+            // What of the resident memory is RocksDB's (bounded) cache and memtables.
+            rocks.push(
+                c.cluster_view(id)
+                    .await
+                    .and_then(|v| v.memory)
+                    .map(|m| (m.block_cache_bytes, m.memtable_bytes)),
+            );
         }
         let l = c.wait_leader(Duration::from_secs(20)).await?;
         let v: InstanceList = c.get(l, "/api/v1/instances?limit=1&stale=true").await?;
@@ -87,9 +102,13 @@ pub async fn run(jobs: usize, minutes: u64, retention_ms: u64, snapshot_logs: u6
         let expired = v.history.map_or(0, |h| h.expired);
         let row: Vec<String> = servers
             .iter()
-            .map(|(id, rss, disk)| {
+            .zip(&rocks)
+            .map(|((id, rss, disk), rocks)| {
+                let (cache, memtables) = rocks.map_or(("-".to_owned(), "-".to_owned()), |(c, m)| {
+                    (format!("{:.0}", c as f64 / 1e6), format!("{:.0}", m as f64 / 1e6))
+                });
                 format!(
-                    "node{id} rss_mb={:.0} disk_mb={:.0}",
+                    "node{id} rss_mb={:.0} cache_mb={cache} memtables_mb={memtables} disk_mb={:.0}",
                     *rss as f64 / 1e6,
                     *disk as f64 / 1e6
                 )

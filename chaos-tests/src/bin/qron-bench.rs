@@ -114,6 +114,10 @@ enum Bench {
         /// after minute 10, so minute 10 is not yet the steady state).
         #[arg(long, default_value_t = 10_000)]
         snapshot_logs: u64,
+        /// One more flag for every server, repeatable (e.g.
+        /// `--server-arg=--heartbeat-ms=150`).
+        #[arg(long = "server-arg", allow_hyphen_values = true)]
+        server_args: Vec<String>,
     },
     /// Run-now latency: API call to processor start.
     RunLatency {
@@ -148,7 +152,8 @@ async fn main() -> anyhow::Result<()> {
             minutes,
             retention_ms,
             snapshot_logs,
-        } => soak::run(jobs, minutes, retention_ms, snapshot_logs).await,
+            server_args,
+        } => soak::run(jobs, minutes, retention_ms, snapshot_logs, server_args).await,
     }
 }
 

@@ -179,7 +179,7 @@ impl State {
     /// Every record, bookkeeping included, in key order.
     pub fn all_records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();
-        self.scan(&[], &[0xff; 2], false, |k, v| {
+        self.scan_bulk(&[], &[0xff; 2], |k, v| {
             out.push((k.to_vec(), v.to_vec()));
             true
         });
@@ -188,7 +188,7 @@ impl State {
 
     /// Visits every record the digest covers, in key order.
     fn for_each_digested(&self, mut f: impl FnMut(&[u8], &[u8])) {
-        self.scan(&[], &[0xff; 2], false, |k, v| {
+        self.scan_bulk(&[], &[0xff; 2], |k, v| {
             if k.first().is_some_and(|t| in_digest(*t)) {
                 f(k, v);
             }

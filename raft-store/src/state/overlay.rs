@@ -109,7 +109,16 @@ impl State {
 
     /// Visits the keys in `[from, to)` (pending writes merged in), ascending or
     /// descending, while `f` returns true.
-    pub(crate) fn scan(&self, from: &[u8], to: &[u8], reverse: bool, mut f: impl FnMut(&[u8], &[u8]) -> bool) {
+    pub(crate) fn scan(&self, from: &[u8], to: &[u8], reverse: bool, f: impl FnMut(&[u8], &[u8]) -> bool) {
+        self.walk(from, to, reverse, false, f)
+    }
+
+    /// [`State::scan`] over many records read once (`bulk`, see [`Kv::scan`]).
+    pub(crate) fn scan_bulk(&self, from: &[u8], to: &[u8], f: impl FnMut(&[u8], &[u8]) -> bool) {
+        self.walk(from, to, false, true, f)
+    }
+
+    fn walk(&self, from: &[u8], to: &[u8], reverse: bool, bulk: bool, mut f: impl FnMut(&[u8], &[u8]) -> bool) {
         let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = {
             let r = self
                 .writes
@@ -124,7 +133,7 @@ impl State {
         let mut go = true;
         // Is `a` before `b` in the scan's direction?
         let before = |a: &[u8], b: &[u8]| if reverse { a > b } else { a < b };
-        let res = self.kv.scan(from, to, reverse, &mut |k, v| {
+        let res = self.kv.scan(from, to, reverse, bulk, &mut |k, v| {
             // Pending keys before this one come first.
             while next < pending.len() && before(pending[next].0, k) {
                 if let (pk, Some(pv)) = pending[next] {

@@ -112,12 +112,15 @@ pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 pub trait Kv: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
     /// Visits the keys in `[from, to)`, ascending or (`reverse`) descending,
-    /// while `f` returns true.
+    /// while `f` returns true. A `bulk` walk reads many records once (every
+    /// job, the whole state): it reads ahead and leaves the block cache to
+    /// what the node serves from.
     fn scan(
         &self,
         from: &[u8],
         to: &[u8],
         reverse: bool,
+        bulk: bool,
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), String>;
     /// Writes `writes` at once.
@@ -138,6 +141,7 @@ impl Kv for MemKv {
         from: &[u8],
         to: &[u8],
         reverse: bool,
+        _bulk: bool,
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), String> {
         // Copied out first: `f` may read the store again, and a lock held

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::Json;
 use openraft::{ChangeMembers, ServerState};
 use qron_proto::api::{
-    AddNodeRequest, ClusterRetention, ClusterRetentionUpdate, ClusterView, DigestView, NodeRole, NodeView,
+    AddNodeRequest, ClusterRetention, ClusterRetentionUpdate, ClusterView, DigestView, MemoryView, NodeRole, NodeView,
 };
 use qron_raft_store::{Command, NodeId, QronNode, Reply};
 
@@ -75,7 +75,26 @@ pub async fn cluster_view(app: &ApiState) -> Result<ClusterView, ApiError> {
         snapshot_index: m.snapshot.map(|l| l.index),
         purged_index: m.purged.map(|l| l.index),
         nodes,
+        memory: app.ctx.state.storage_memory().map(|s| MemoryView {
+            rss_bytes: own_rss(),
+            block_cache_bytes: s.block_cache_bytes,
+            memtable_bytes: s.memtable_bytes,
+        }),
     })
+}
+
+/// This process's resident set (`VmRSS` in `/proc/self/status`), on Linux.
+fn own_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// `POST /api/v1/cluster/nodes`: add as learner, wait for it to catch up, then promote.
