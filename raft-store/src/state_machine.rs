@@ -767,6 +767,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let result = write_snapshot_file(&db, cf_name, &tmp2, |applied| {
                 let _ = taken_tx.send(applied);
             });
+            // Let go of the database before answering: whoever waits for the
+            // file may close the database and open it again at once, and this
+            // thread, at the lowest priority, may not run again for a while.
+            drop(db);
             let _ = done_tx.send(result);
         });
         let applied = match spawned {
