@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::peers::Peers;
+use crate::raft::group::GroupCommit;
 use crate::role::Role;
 
 /// One node's shared handle (cheap to clone inside an `Arc`).
@@ -24,6 +25,8 @@ pub struct Context {
     /// The state as applied on this node.
     pub state: SharedState,
     pub peers: Arc<Peers>,
+    /// Client writes, grouped into batches while earlier ones are under way.
+    pub writes: GroupCommit,
     role: watch::Receiver<Role>,
 }
 
@@ -38,6 +41,7 @@ impl Context {
         Context {
             id: cfg.node_id,
             cfg,
+            writes: GroupCommit::start(raft.clone()),
             raft,
             state,
             peers,

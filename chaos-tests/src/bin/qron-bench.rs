@@ -25,6 +25,8 @@
 //! * `qron-bench soak [--jobs 1000 --minutes 30 --retention-ms 300000]`: memory
 //!   and disk of every server each minute under a short retention, and the
 //!   chaos checker's fire invariant over the run.
+//! * `qron-bench writes [--connections 256 --seconds 20]`: durable writes per
+//!   second over HTTP, qron beside a 3-member etcd under the same wrk load.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,8 @@ use std::time::{Duration, Instant};
 mod restart;
 #[path = "../bench/soak.rs"]
 mod soak;
+#[path = "../bench/writes.rs"]
+mod writes;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -119,6 +123,21 @@ enum Bench {
         #[arg(long = "server-arg", allow_hyphen_values = true)]
         server_args: Vec<String>,
     },
+    /// Durable replicated writes per second over HTTP (wrk): `POST /api/v1/jobs`
+    /// on a 3-server qron beside `POST /v3/kv/put` on a 3-member etcd, unique
+    /// names and keys, in one run; prints both and the ratio.
+    Writes {
+        #[arg(long, default_value_t = 256)]
+        connections: u32,
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+        /// wrk's threads (the machine's cores are shared with the servers).
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// One more flag for every qron server, repeatable.
+        #[arg(long = "server-arg", allow_hyphen_values = true)]
+        server_args: Vec<String>,
+    },
     /// Run-now latency: API call to processor start.
     RunLatency {
         /// Instances to run, one every 20 ms.
@@ -154,6 +173,12 @@ async fn main() -> anyhow::Result<()> {
             snapshot_logs,
             server_args,
         } => soak::run(jobs, minutes, retention_ms, snapshot_logs, server_args).await,
+        Bench::Writes {
+            connections,
+            seconds,
+            threads,
+            server_args,
+        } => writes::run(connections, seconds, threads, server_args).await,
     }
 }
 

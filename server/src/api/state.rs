@@ -40,7 +40,10 @@ impl ApiState {
     /// has one, and returns what applying it answered (for a key seen before:
     /// what the first command under it answered).
     pub async fn propose(&self, key: &Idem, cmd: Command) -> Result<Reply, ApiError> {
-        let reply = crate::raft::propose(&self.ctx.raft, key.wrap(cmd, now_ms()))
+        let reply = self
+            .ctx
+            .writes
+            .propose(key.wrap(cmd, now_ms()))
             .await
             .map_err(|e| error::from_write_error(e, |id, n| discovery::hint(&self.ctx, id, n)))?;
         Ok(reply?)

@@ -1,7 +1,8 @@
 //! Raft between server nodes over tonic gRPC: the client side openraft calls
 //! ([`network`]), the server side that hands requests to the local Raft
 //! ([`service`]), and the two calls every subsystem makes on Raft: [`propose`]
-//! a batch of commands and wait for the term's first entry ([`barrier`]).
+//! a batch of commands and wait for the term's first entry ([`barrier`]), and
+//! the group commit of client writes ([`group`]).
 //!
 //! Ground level: imports only `peers` (the reachability table the network fills).
 
@@ -11,6 +12,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use qron_raft_store::{Command, CommandError, NodeId, QronNode, Raft, Reply};
 use tokio_util::sync::CancellationToken;
 
+pub mod group;
 pub mod network;
 pub mod service;
 pub mod wire;
