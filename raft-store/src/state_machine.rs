@@ -29,6 +29,7 @@
 //!   JSON snapshot received from a leader of an earlier release is installed
 //!   the same way.
 
+use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +49,7 @@ use crate::raft_types::{Entry, StorageError, TypeConfig};
 use crate::snapshot_file::SnapshotFile;
 use crate::state::store::{key, Kv, Writes, T};
 use crate::state::State;
-use crate::types::{NodeId, QronNode};
+use crate::types::{JobId, NodeId, QronNode};
 
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
 const KEY_STATE_CF: &[u8] = b"state_cf";
@@ -71,6 +72,8 @@ const INSTALL_BATCH_BYTES: usize = 4 << 20;
 #[derive(Clone)]
 pub struct SharedState {
     state: Arc<RwLock<State>>,
+    /// Which jobs each recent change of `State::job_epoch` touched.
+    job_changes: Arc<Mutex<JobChanges>>,
     /// The node's database (None for a state in memory), for its memory figures.
     db: Option<Arc<DB>>,
 }
@@ -94,6 +97,7 @@ impl SharedState {
     fn new(state: State, db: Option<Arc<DB>>) -> Self {
         SharedState {
             state: Arc::new(RwLock::new(state)),
+            job_changes: Default::default(),
             db,
         }
     }
@@ -123,6 +127,77 @@ impl SharedState {
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The jobs whose definition changed while `State::job_epoch` moved from
+    /// `from` to `to` (created, updated, enabled, disabled, deleted), or None
+    /// when this node no longer remembers all of it (it keeps the last
+    /// [`JobChanges::MAX_IDS`] or so; a snapshot install or a restart forgets):
+    /// the caller then reads every job. Lets the leader's wheel follow job
+    /// changes without reading every job each time.
+    pub fn jobs_changed(&self, from: u64, to: u64) -> Option<Vec<JobId>> {
+        self.job_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .between(from, to)
+    }
+
+    fn note_job_changes(&self, from: u64, to: u64, ids: Vec<JobId>) {
+        self.job_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(from, to, ids);
+    }
+
+    fn forget_job_changes(&self) {
+        *self.job_changes.lock().unwrap_or_else(|e| e.into_inner()) = JobChanges::default();
+    }
+}
+
+/// A bounded record of which job records each apply batch that moved the job
+/// epoch wrote: `(epoch before, epoch after, ids)` per batch, oldest first.
+#[derive(Default)]
+struct JobChanges {
+    batches: VecDeque<(u64, u64, Vec<JobId>)>,
+    ids: usize,
+}
+
+impl JobChanges {
+    /// Ids kept at most (beyond, the oldest batches are forgotten).
+    const MAX_IDS: usize = 100_000;
+
+    fn push(&mut self, from: u64, to: u64, ids: Vec<JobId>) {
+        self.ids += ids.len();
+        self.batches.push_back((from, to, ids));
+        while self.ids > Self::MAX_IDS {
+            match self.batches.pop_front() {
+                Some((_, _, old)) => self.ids -= old.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn between(&self, from: u64, to: u64) -> Option<Vec<JobId>> {
+        if from == to {
+            return Some(Vec::new());
+        }
+        // The batches after `from`, which must start exactly there and reach `to`.
+        let first = self.batches.iter().position(|(_, after, _)| *after > from)?;
+        let mut epoch = from;
+        let mut out = Vec::new();
+        for (before, after, ids) in self.batches.iter().skip(first) {
+            if *before != epoch || *after > to {
+                return None;
+            }
+            out.extend_from_slice(ids);
+            epoch = *after;
+            if epoch == to {
+                out.sort_unstable();
+                out.dedup();
+                return Some(out);
+            }
+        }
+        None
     }
 }
 
@@ -716,6 +791,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: openraft::OptionalSend,
     {
         let mut txn = self.state.read().fresh();
+        let epoch_before = txn.job_epoch();
         let mut out = Vec::new();
         let mut last = None;
         for entry in entries {
@@ -739,6 +815,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             .into());
         }
+        let epoch_after = txn.job_epoch();
+        let changed_jobs = txn.take_changed_jobs();
         let writes = txn.take_writes();
         // Readers wait for the batch: they see all of it or none.
         let state = self.state.write();
@@ -748,6 +826,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         .write(&writes)
         .map_err(|e| StorageIOError::write_state_machine(&std::io::Error::other(e)))?;
+        if epoch_after != epoch_before {
+            // Under the write lock: a reader that sees the new epoch sees its changes.
+            self.state.note_job_changes(epoch_before, epoch_after, changed_jobs);
+        }
         drop(state);
         Ok(out)
     }
@@ -837,6 +919,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 db: self.db.clone(),
                 cf: target,
             }));
+            self.state.forget_job_changes();
         }
         let old = std::mem::replace(&mut self.cf, target);
         // Only space: start-up clears the other family anyway.
@@ -942,6 +1025,68 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(cmd),
         }
+    }
+
+    fn job(name: &str) -> crate::command::Command {
+        crate::command::Command::CreateJob {
+            spec: serde_json::from_value(serde_json::json!({
+                "app": "a", "name": name, "schedule": {"type": "api"},
+                "processor": {"type": "shell", "script": "true"}
+            }))
+            .expect("spec"),
+            now_ms: 1,
+        }
+    }
+
+    /// The change feed the leader's wheel follows: each applied batch that
+    /// moves the job epoch records the jobs it wrote; a gap is None.
+    #[tokio::test]
+    async fn applied_job_changes_are_told_between_two_epochs() {
+        let tmp = tempfile::TempDir::new().expect("tmp");
+        let (e0, e2) = {
+            let (_log, mut sm) = crate::open(tmp.path()).expect("open");
+            let shared = sm.shared();
+            sm.apply(vec![entry(1, app("a"))]).await.expect("apply");
+            let e0 = shared.read().job_epoch();
+            sm.apply(vec![entry(2, job("one")), entry(3, job("two"))])
+                .await
+                .expect("apply");
+            let e1 = shared.read().job_epoch();
+            sm.apply(vec![entry(4, job("three"))]).await.expect("apply");
+            let e2 = shared.read().job_epoch();
+            assert_eq!(shared.jobs_changed(e0, e1), Some(vec![JobId(1), JobId(2)]));
+            assert_eq!(shared.jobs_changed(e1, e2), Some(vec![JobId(3)]));
+            assert_eq!(shared.jobs_changed(e0, e2), Some(vec![JobId(1), JobId(2), JobId(3)]));
+            assert_eq!(shared.jobs_changed(e2, e2), Some(vec![]));
+            // A batch that moves no epoch (a refused duplicate) records nothing.
+            sm.apply(vec![entry(5, job("three"))]).await.expect("apply");
+            assert_eq!(shared.read().job_epoch(), e2);
+            // Not remembered: past what was applied, and after a restart.
+            assert_eq!(shared.jobs_changed(e2, e2 + 1), None);
+            (e0, e2)
+        };
+        let (_log, sm) = crate::open(tmp.path()).expect("reopen");
+        assert_eq!(sm.shared().jobs_changed(e0, e2), None);
+    }
+
+    #[test]
+    fn job_changes_need_every_batch_between() {
+        let mut c = JobChanges::default();
+        c.push(1, 2, vec![JobId(7)]);
+        c.push(2, 4, vec![JobId(8), JobId(9)]);
+        c.push(5, 6, vec![JobId(10)]);
+        assert_eq!(c.between(1, 4), Some(vec![JobId(7), JobId(8), JobId(9)]));
+        assert_eq!(c.between(2, 4), Some(vec![JobId(8), JobId(9)]));
+        assert_eq!(c.between(0, 4), None, "before the first batch kept");
+        assert_eq!(c.between(3, 4), None, "inside a batch");
+        assert_eq!(c.between(4, 6), None, "a gap (4 to 5 was never recorded)");
+        assert_eq!(c.between(1, 3), None, "ends inside a batch");
+        // Bounded: the oldest batches go first.
+        let mut c = JobChanges::default();
+        c.push(1, 2, vec![JobId(1); JobChanges::MAX_IDS]);
+        c.push(2, 3, vec![JobId(2)]);
+        assert_eq!(c.between(1, 3), None);
+        assert_eq!(c.between(2, 3), Some(vec![JobId(2)]));
     }
 
     /// A node killed during an install, before the switch: it restarts on its

@@ -33,7 +33,7 @@ impl State {
             expired: 0,
             expired_fires_through_ms: None,
         };
-        self.bump_job_epoch();
+        self.bump_job_epoch(id);
         self.put_job(&job);
         self.set_job_name(&spec.app, &spec.name, Some(id));
         Ok(Reply::Job(Box::new(job)))
@@ -60,7 +60,7 @@ impl State {
         self.set_job_name(&spec.app, &spec.name, Some(id));
         job.spec = spec.clone();
         job.updated_at_ms = now_ms;
-        self.bump_job_epoch();
+        self.bump_job_epoch(id);
         self.put_job(&job);
         Ok(Reply::Job(Box::new(job)))
     }
@@ -69,7 +69,7 @@ impl State {
         let job = self.job(id)?;
         self.del_job(id);
         self.set_job_name(&job.spec.app, &job.spec.name, None);
-        self.bump_job_epoch();
+        self.bump_job_epoch(id);
         Ok(Reply::JobDeleted { id })
     }
 
@@ -79,7 +79,7 @@ impl State {
         if job.spec.enabled != enabled {
             job.spec.enabled = enabled;
             job.updated_at_ms = now_ms;
-            self.bump_job_epoch();
+            self.bump_job_epoch(id);
             self.put_job(&job);
         }
         Ok(Reply::Job(Box::new(job)))

@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::command::{Command, CommandError, Reply, Response};
 pub use crate::instance::{LogMeta, LogRead};
+use crate::types::JobId;
 use store::{in_digest, Kv, MemKv, Writes};
 
 /// Everything the cluster replicates: the committed records in a store, and
@@ -40,6 +41,8 @@ pub struct State {
     kv: Arc<dyn Kv>,
     /// This batch's writes, not yet in `kv`; reads see them first.
     writes: Writes,
+    /// Jobs whose definition this batch changed (each bump of the job epoch).
+    changed_jobs: Vec<JobId>,
     /// The first store fault met while applying (see `store`).
     fault: Mutex<Option<String>>,
 }
@@ -58,6 +61,7 @@ impl Clone for State {
         State {
             kv: self.kv.clone(),
             writes: self.writes.clone(),
+            changed_jobs: self.changed_jobs.clone(),
             fault: Mutex::new(None),
         }
     }

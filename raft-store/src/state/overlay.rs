@@ -24,6 +24,7 @@ impl State {
         State {
             kv,
             writes: Writes::new(),
+            changed_jobs: Vec::new(),
             fault: Mutex::new(None),
         }
     }
@@ -42,6 +43,15 @@ impl State {
     /// Takes the pending writes (the state machine writes them in one batch).
     pub fn take_writes(&mut self) -> Writes {
         std::mem::take(&mut self.writes)
+    }
+
+    /// Takes the jobs whose definition the pending writes change, each once
+    /// (what the leader's wheel re-plans: `SharedState::jobs_changed`).
+    pub fn take_changed_jobs(&mut self) -> Vec<crate::types::JobId> {
+        let mut ids = std::mem::take(&mut self.changed_jobs);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Writes the pending writes to the store (tests and the migration; the

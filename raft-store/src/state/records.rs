@@ -67,9 +67,11 @@ impl State {
         self.meta_u64(JOB_EPOCH)
     }
 
-    pub(super) fn bump_job_epoch(&mut self) {
+    /// Records that job `id`'s definition changed.
+    pub(super) fn bump_job_epoch(&mut self, id: JobId) {
         let e = self.job_epoch() + 1;
         self.set_meta_u64(JOB_EPOCH, e);
+        self.changed_jobs.push(id);
     }
 
     /// Instances that expired, over the cluster's life.
@@ -171,9 +173,10 @@ impl State {
         out
     }
 
-    /// Calls `f` with every job, in id order.
+    /// Calls `f` with every job, in id order (a bulk walk: the records it
+    /// reads do not stay in the block cache).
     pub fn for_each_job(&self, mut f: impl FnMut(Job)) {
-        self.scan_prefix(&[T::Job as u8], false, |_, v| {
+        self.scan_bulk(&[T::Job as u8], &[T::Job as u8 + 1], |_, v| {
             match crate::encoding::decode::<Job>(v) {
                 Ok(j) => f(j),
                 Err(e) => tracing::error!(error = %e, "a job record does not decode"),

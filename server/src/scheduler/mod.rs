@@ -1,5 +1,6 @@
 //! The leader's scheduler loop: keeps a [`Wheel`] built from the replicated
-//! state (rebuilt whenever job definitions change, `State::job_epoch`), takes
+//! state (when job definitions change, `State::job_epoch`, it re-plans the
+//! jobs the state machine says changed, or rebuilds when it cannot say), takes
 //! the fires due within the pre-dispatch horizon and proposes them as `Fire`
 //! commands in batches, ahead of their time, so that the dispatch reaches the
 //! worker before the fire instant and the worker starts it on the dot by its own
@@ -53,8 +54,16 @@ pub async fn run(
     loop {
         {
             let s = ctx.state.read();
-            if s.job_epoch() != wheel.epoch {
-                wheel = Wheel::build(&s);
+            let epoch = s.job_epoch();
+            if epoch != wheel.epoch {
+                let updated = ctx
+                    .state
+                    .jobs_changed(wheel.epoch, epoch)
+                    .is_some_and(|changed| wheel.update(&s, &changed));
+                if !updated {
+                    wheel = Wheel::build(&s);
+                    tracing::debug!(jobs = wheel.jobs(), "wheel rebuilt");
+                }
             }
             if wheel.has_delayed() {
                 wheel.chain_delayed(&s);

@@ -12,13 +12,22 @@
 //! at the top; a hierarchical wheel would only pay off at far more jobs than a
 //! leader holds, and would need a resolution (a heap has exact times).
 //!
-//! Memory: the heap holds a time and a job id per timed job (24 bytes), and
-//! nothing else per job. A job's plan (its parsed cron expression: most of a
+//! Job changes: [`Wheel::update`] re-plans only the jobs that changed (the
+//! state machine tells which: `SharedState::jobs_changed`), so creating a job
+//! costs O(log n) here, not a read of every job. A changed job's old heap
+//! entry stays where it is and is dropped when it comes up: each entry
+//! carries its job's generation, and only changed jobs have one. A full
+//! [`Wheel::build`] empties that map and the left-over entries once either
+//! passes [`MAX_GENERATIONS`] (one job changed over and over leaves an entry
+//! per change until its old times come up).
+//!
+//! Memory: the heap holds a time, a job id and a generation per timed job
+//! (24 bytes), and nothing else per job. A job's plan (its parsed cron expression: most of a
 //! kilobyte) is made from the job's record when the job is due, not kept:
 //! a leader with a million jobs keeps tens of megabytes here, not a gigabyte.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use qron_proto::api::MisfirePolicy;
 use qron_raft_store::schedule::{Plan, Timer};
@@ -28,14 +37,23 @@ use qron_raft_store::{Command, JobId, State};
 /// the oldest are summarised by one skip record.
 const MAX_CATCH_UP_RECORDS: usize = 1_000;
 
+/// Changed jobs tracked one by one, or entries left over by changes, before
+/// [`Wheel::update`] asks for a full build.
+pub const MAX_GENERATIONS: usize = 50_000;
+
 /// Each timed job's next fire, earliest first.
 pub struct Wheel {
-    heap: BinaryHeap<Reverse<(i64, JobId)>>,
+    /// (fire time, job, the job's generation when the entry was made).
+    heap: BinaryHeap<Reverse<(i64, JobId, u64)>>,
+    /// The generation of each job changed since the build (others: 0).
+    generations: HashMap<JobId, u64>,
+    /// At most this many heap entries are of an older generation than their job's.
+    stale: usize,
     /// Fixed-delay jobs whose last instance is still running: re-checked every tick.
     delayed: HashSet<JobId>,
-    /// Timed jobs held (on the heap or delayed).
+    /// Timed jobs held at the build.
     jobs: usize,
-    /// The `State::job_epoch` it was built at: rebuild when the state's moves.
+    /// The `State::job_epoch` the wheel follows: update or rebuild when the state's moves.
     pub epoch: u64,
 }
 
@@ -44,29 +62,70 @@ impl Wheel {
     pub fn build(state: &State) -> Wheel {
         let mut w = Wheel {
             heap: BinaryHeap::new(),
+            generations: HashMap::new(),
+            stale: 0,
             delayed: HashSet::new(),
             jobs: 0,
             epoch: state.job_epoch(),
         };
         state.for_each_job(|job| {
-            let Some((plan, _)) = plan_of(&job) else {
-                return;
-            };
-            match plan.timer {
-                Timer::Never => return,
-                Timer::FixedDelay { .. } => {
-                    w.delayed.insert(job.id);
-                }
-                Timer::Cron { .. } | Timer::FixedRate { .. } => {
-                    let base = job.last_fire_ms.unwrap_or(job.created_at_ms - 1);
-                    if let Some(next) = plan.next_after(base) {
-                        w.heap.push(Reverse((next, job.id)));
-                    }
-                }
+            if w.plan(&job, 0) {
+                w.jobs += 1;
             }
-            w.jobs += 1;
         });
         w
+    }
+
+    /// Puts `job`'s next fire on the heap (or in the delayed set) under
+    /// `generation`; false if it has none (disabled, API-only, no next time).
+    fn plan(&mut self, job: &qron_raft_store::model::Job, generation: u64) -> bool {
+        let Some((plan, _)) = plan_of(job) else {
+            return false;
+        };
+        match plan.timer {
+            Timer::Never => false,
+            Timer::FixedDelay { .. } => {
+                self.delayed.insert(job.id);
+                true
+            }
+            Timer::Cron { .. } | Timer::FixedRate { .. } => {
+                let base = job.last_fire_ms.unwrap_or(job.created_at_ms - 1);
+                match plan.next_after(base) {
+                    Some(next) => {
+                        self.heap.push(Reverse((next, job.id, generation)));
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
+    }
+
+    /// Re-plans the jobs in `changed` from `state` (created, updated, enabled,
+    /// disabled or deleted since [`Wheel::epoch`]) and moves to `state`'s
+    /// epoch. Returns false, changing nothing, when so many jobs changed since
+    /// the build that a full [`Wheel::build`] is due.
+    pub fn update(&mut self, state: &State, changed: &[JobId]) -> bool {
+        if self.generations.len() + changed.len() > MAX_GENERATIONS || self.stale + changed.len() > MAX_GENERATIONS {
+            return false;
+        }
+        for id in changed {
+            let g = self.generations.entry(*id).or_insert(0);
+            *g += 1;
+            let g = *g;
+            // Its entry on the heap, if it had one, is now stale.
+            self.stale += 1;
+            self.delayed.remove(id);
+            if let Ok(job) = state.job(*id) {
+                self.plan(&job, g);
+            }
+        }
+        self.epoch = state.job_epoch();
+        true
+    }
+
+    fn generation(&self, job: JobId) -> u64 {
+        self.generations.get(&job).copied().unwrap_or(0)
     }
 
     /// Fixed-delay jobs: the next fire is `delay` after the previous instance ended
@@ -90,11 +149,11 @@ impl Wheel {
         }
         for (t, id) in ready {
             self.delayed.remove(&id);
-            self.heap.push(Reverse((t, id)));
+            self.heap.push(Reverse((t, id, self.generation(id))));
         }
     }
 
-    /// Jobs the wheel holds.
+    /// Jobs the wheel held when it was built.
     pub fn jobs(&self) -> usize {
         self.jobs
     }
@@ -106,7 +165,7 @@ impl Wheel {
 
     /// The next fire time held, if any.
     pub fn next_due(&self) -> Option<i64> {
-        self.heap.peek().map(|Reverse((t, _))| *t)
+        self.heap.peek().map(|Reverse((t, _, _))| *t)
     }
 
     /// Takes every fire due at or before `now + horizon` and returns the `Fire`
@@ -117,11 +176,16 @@ impl Wheel {
     /// the jobs change; this only spares a fire in between).
     pub fn take_due(&mut self, state: &State, now: i64, horizon: i64, misfire: i64) -> Vec<Command> {
         let mut fires = Vec::new();
-        while let Some(Reverse((t, job))) = self.heap.peek().copied() {
+        while let Some(Reverse((t, job, generation))) = self.heap.peek().copied() {
             if t > now + horizon {
                 break;
             }
             self.heap.pop();
+            if generation != self.generation(job) {
+                // Planned before the job last changed: its new entry is elsewhere.
+                self.stale = self.stale.saturating_sub(1);
+                continue;
+            }
             let Some((plan, policy)) = state.job(job).ok().as_ref().and_then(plan_of) else {
                 continue;
             };
@@ -142,7 +206,7 @@ impl Wheel {
                 }
                 _ => {
                     if let Some(next) = plan.next_after(last) {
-                        self.heap.push(Reverse((next, job)));
+                        self.heap.push(Reverse((next, job, generation)));
                     }
                 }
             }
@@ -298,6 +362,132 @@ mod tests {
         // A new leader builds from the state: it must not fire 11_000 again.
         let w2 = Wheel::build(&s);
         assert_eq!(w2.next_due(), Some(12_000));
+    }
+
+    fn job_spec(name: &str, schedule: serde_json::Value) -> qron_proto::api::JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "app": "a", "name": name, "schedule": schedule,
+            "processor": {"type": "shell", "script": "true"}
+        }))
+        .expect("spec")
+    }
+
+    fn fixed_rate(ms: u64) -> serde_json::Value {
+        serde_json::json!({"type": "fixed_rate", "interval_ms": ms, "start_at_ms": 0})
+    }
+
+    /// (job, fire time) of each fire taken at each step of `now` from 10.9 s to 20 s.
+    fn fires_over_time(w: &mut Wheel, s: &State) -> Vec<(u64, i64)> {
+        let mut out = Vec::new();
+        for now in (10_900..20_000).step_by(150) {
+            for c in w.take_due(s, now, 100, 5_000) {
+                match c {
+                    Command::Fire { job, fire_time_ms, .. } => out.push((job.0, fire_time_ms)),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_updated_wheel_fires_what_a_rebuilt_one_fires() {
+        let mut s = state_with_fixed_rate_job(1_000, 10_500);
+        for (name, ms) in [("two", 700), ("three", 400), ("four", 900)] {
+            s.apply(&Command::CreateJob {
+                spec: job_spec(name, fixed_rate(ms)),
+                now_ms: 10_500,
+            })
+            .0
+            .expect("job");
+        }
+        let mut w = Wheel::build(&s);
+        // Fires taken before the changes (and recorded, as the leader's would be).
+        for f in w.take_due(&s, 10_950, 100, 5_000) {
+            s.apply(&f).0.expect("fire");
+        }
+        let before = s.job_epoch();
+        let changes = [
+            Command::UpdateJob {
+                id: JobId(1),
+                spec: job_spec("j", fixed_rate(500)),
+                now_ms: 11_000,
+            },
+            Command::SetJobEnabled {
+                id: JobId(2),
+                enabled: false,
+                now_ms: 11_000,
+            },
+            Command::DeleteJob { id: JobId(3) },
+            Command::CreateJob {
+                spec: job_spec("five", fixed_rate(300)),
+                now_ms: 11_000,
+            },
+            Command::UpdateJob {
+                id: JobId(4),
+                spec: job_spec("four", serde_json::json!({"type": "api"})),
+                now_ms: 11_000,
+            },
+        ];
+        for c in &changes {
+            s.apply(c).0.expect("change");
+        }
+        assert!(s.job_epoch() > before);
+        let changed: Vec<JobId> = (1..=5).map(JobId).collect();
+        assert!(w.update(&s, &changed));
+        assert_eq!(w.epoch, s.job_epoch());
+        let mut rebuilt = Wheel::build(&s);
+        let updated = fires_over_time(&mut w, &s);
+        assert_eq!(updated, fires_over_time(&mut rebuilt, &s));
+        // And what that is: job 1 every 500 ms, job 5 every 300 ms, nothing else.
+        assert!(updated.iter().all(|(job, _)| *job == 1 || *job == 5), "{updated:?}");
+        assert!(
+            updated.contains(&(1, 11_500)) && updated.contains(&(5, 11_100)),
+            "{updated:?}"
+        );
+    }
+
+    #[test]
+    fn a_job_changed_twice_fires_once_per_time() {
+        let mut s = state_with_fixed_rate_job(1_000, 10_500);
+        let mut w = Wheel::build(&s);
+        for ms in [2_000, 1_000] {
+            s.apply(&Command::UpdateJob {
+                id: JobId(1),
+                spec: job_spec("j", fixed_rate(ms)),
+                now_ms: 10_600,
+            })
+            .0
+            .expect("update");
+            assert!(w.update(&s, &[JobId(1)]));
+        }
+        // Three entries for job 1 are on the heap; only the newest counts.
+        let fires = fires_over_time(&mut w, &s);
+        let times: Vec<i64> = fires.iter().map(|(_, t)| *t).collect();
+        assert_eq!(times, (11..=20).map(|k| k * 1_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn too_many_changes_ask_for_a_build() {
+        let mut w = Wheel::build(&State::default());
+        let many: Vec<JobId> = (0..=MAX_GENERATIONS as u64).map(JobId).collect();
+        assert!(!w.update(&State::default(), &many));
+        assert!(w.update(&State::default(), &many[..10]));
+    }
+
+    #[test]
+    fn one_job_changed_over_and_over_asks_for_a_build_in_the_end() {
+        let s = state_with_fixed_rate_job(1_000, 10_500);
+        let mut w = Wheel::build(&s);
+        for _ in 0..MAX_GENERATIONS {
+            assert!(w.update(&s, &[JobId(1)]));
+        }
+        assert_eq!(w.heap.len(), MAX_GENERATIONS + 1, "an entry per change");
+        assert!(!w.update(&s, &[JobId(1)]), "the left-over entries ask for a build");
+        // Taking the due ones drops the stale entries (and counts them gone).
+        assert_eq!(w.take_due(&s, 10_950, 100, 5_000).len(), 1);
+        assert_eq!(w.stale, 0);
+        assert!(w.update(&s, &[JobId(1)]));
     }
 
     #[test]
