@@ -79,6 +79,8 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis((t0 - epoch_ms()).max(0) as u64)).await;
     let start = Instant::now();
     let mut marks = Vec::new();
+    // The leader's term at each minute: a leader change between two marks shows.
+    let mut terms: Vec<u64> = Vec::new();
     for minute in 1..=minutes {
         let due = Duration::from_secs(minute * 60);
         tokio::time::sleep(due.saturating_sub(start.elapsed())).await;
@@ -97,6 +99,8 @@ pub async fn run(
             );
         }
         let l = c.wait_leader(Duration::from_secs(20)).await?;
+        let term = c.cluster_view(l).await.map_or(0, |v| v.term);
+        terms.push(term);
         let v: InstanceList = c.get(l, "/api/v1/instances?limit=1&stale=true").await?;
         let newest = v.instances.first().map_or(0, |i| i.id);
         let expired = v.history.map_or(0, |h| h.expired);
@@ -115,7 +119,7 @@ pub async fn run(
             })
             .collect();
         println!(
-            "soak minute {minute}: instances={newest} expired={expired} held={} {}",
+            "soak minute {minute}: instances={newest} expired={expired} held={} leader=node{l} term={term} {}",
             newest - expired,
             row.join(" ")
         );
@@ -142,6 +146,11 @@ pub async fn run(
             pct(*disk0, *disk1)
         );
     }
+    println!(
+        "soak leadership: term {} at minute 1, {} at minute {minutes}",
+        terms.first().copied().unwrap_or(0),
+        terms.last().copied().unwrap_or(0)
+    );
     println!(
         "soak instances: made={} expired={} held at the end={}",
         last.newest,
