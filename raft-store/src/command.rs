@@ -121,6 +121,22 @@ pub enum Command {
         now_ms: i64,
         skip: Option<String>,
     },
+    /// A schedule's fire committed already assigned (the leader's wheel picked
+    /// the worker when it fired): as `Fire`, and when the fire creates a
+    /// runnable instance, that instance is assigned as attempt 1 to `worker`
+    /// in the same apply, as `Assign` would. Saves an entry and a round trip per
+    /// scheduled instance; rule 2 holds unchanged (the dispatch leaves once this
+    /// is committed). A new variant, not a field on `Fire`: a node of an earlier
+    /// release cannot decode it and refuses the entry, where an ignored field would have let
+    /// it apply a different state.
+    FireAssign {
+        job: JobId,
+        fire_time_ms: i64,
+        now_ms: i64,
+        worker: WorkerId,
+        /// The worker process it was assigned to (see `Register.incarnation`).
+        incarnation: String,
+    },
     /// Several commands in one log entry (one fsync, one round trip); each answers on its own.
     Batch {
         commands: Vec<Command>,

@@ -113,6 +113,15 @@ fn instance_command() -> impl Strategy<Value = Command> {
             now_ms,
             skip: skip.then(|| "misfire".to_owned()),
         }),
+        (1u64..5, 0i64..20, now.clone(), prop_oneof![Just("w1"), Just("w2")]).prop_map(|(j, t, now_ms, w)| {
+            Command::FireAssign {
+                job: JobId(j),
+                fire_time_ms: t * 1_000,
+                now_ms,
+                worker: WorkerId::new(w),
+                incarnation: "inc".to_owned(),
+            }
+        }),
         // The leader's retention proposes any ids: apply removes only what is safe.
         (
             prop::collection::vec((1u64..6).prop_map(InstanceId), 0..4),

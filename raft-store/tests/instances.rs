@@ -281,6 +281,83 @@ fn a_disabled_job_does_not_fire() {
     assert_eq!(s.job_epoch(), epoch, "a refused fire is not a job change");
 }
 
+fn fire_assign(s: &mut State, t: i64, worker: &str) -> Result<Reply, CommandError> {
+    s.apply(&Command::FireAssign {
+        job: JobId(1),
+        fire_time_ms: t,
+        now_ms: t - 400,
+        worker: WorkerId(worker.into()),
+        incarnation: "inc-1".into(),
+    })
+    .0
+}
+
+#[test]
+fn a_fire_assign_commits_the_fire_already_assigned_as_attempt_one() {
+    let mut s = setup(0);
+    let Ok(Reply::Instance(i)) = fire_assign(&mut s, 1_000, "w1") else {
+        panic!()
+    };
+    assert_eq!(i.status, InstanceStatus::WaitingWorkerReceive);
+    assert_eq!(i.attempt, Attempt(1));
+    assert_eq!(i.worker, Some(WorkerId("w1".into())));
+    assert_eq!(i.worker_incarnation.as_deref(), Some("inc-1"));
+    assert_eq!(i.fire_time_ms, Some(1_000));
+    assert_eq!(i.assigned_at_ms, Some(600), "the proposer's time");
+    assert_eq!(s.instance(i.id).expect("stored"), *i, "the reply is what was stored");
+    assert_eq!(s.job(JobId(1)).expect("job").last_fire_ms, Some(1_000));
+    // The same state as a Fire followed by an Assign of what it created.
+    let mut two = setup(0);
+    fire(&mut two, 1_000, None).expect("fire");
+    two.apply(&Command::Assign {
+        instance: i.id,
+        attempt: Attempt(1),
+        worker: WorkerId("w1".into()),
+        incarnation: "inc-1".into(),
+        now_ms: 600,
+    })
+    .0
+    .expect("assign");
+    assert_eq!(two.instance(i.id).expect("stored"), *i);
+
+    // Idempotent per fire time, like a Fire: nothing changes, nothing is assigned.
+    let before = s.clone();
+    assert_eq!(fire_assign(&mut s, 1_000, "w2"), Ok(Reply::FireIgnored));
+    assert_eq!(before, s, "an ignored fire assign changed the state");
+}
+
+#[test]
+fn a_fire_assign_over_max_instances_is_skipped_and_not_assigned() {
+    let mut s = setup(0);
+    let mut spec = s.job(JobId(1)).expect("job").spec.clone();
+    spec.max_instances = 1;
+    s.apply(&Command::UpdateJob {
+        id: JobId(1),
+        spec,
+        now_ms: 5,
+    })
+    .0
+    .expect("update");
+    let Ok(Reply::Instance(i)) = fire_assign(&mut s, 1_000, "w1") else {
+        panic!()
+    };
+    assert_eq!(i.status, InstanceStatus::Canceled);
+    assert_eq!(i.worker, None);
+    assert_eq!(i.attempt, Attempt(0));
+    // A disabled job refuses it as it refuses a Fire.
+    s.apply(&Command::SetJobEnabled {
+        id: JobId(1),
+        enabled: false,
+        now_ms: 6,
+    })
+    .0
+    .expect("disable");
+    assert!(matches!(
+        fire_assign(&mut s, 2_000, "w1"),
+        Err(CommandError::Conflict(_))
+    ));
+}
+
 fn stop(s: &mut State) -> Result<Reply, CommandError> {
     s.apply(&Command::StopInstance {
         instance: I,

@@ -9,7 +9,7 @@
 use super::State;
 use crate::command::{CommandError, Reply};
 use crate::instance::InstanceStatus;
-use crate::types::JobId;
+use crate::types::{JobId, WorkerId};
 
 impl State {
     pub(super) fn fire(
@@ -46,5 +46,23 @@ impl State {
         job.last_fired_instance = Some(inst.id);
         self.put_job(&job);
         Ok(Reply::Instance(Box::new(inst)))
+    }
+
+    /// `Command::FireAssign`: the fire, then the assignment of the instance it
+    /// created (if it created a runnable one) as its first attempt.
+    pub(super) fn fire_assign(
+        &mut self,
+        job_id: JobId,
+        fire_time_ms: i64,
+        now_ms: i64,
+        worker: &WorkerId,
+        incarnation: &str,
+    ) -> Result<Reply, CommandError> {
+        match self.fire(job_id, fire_time_ms, now_ms, None)? {
+            Reply::Instance(inst) if inst.status == InstanceStatus::WaitingDispatch => {
+                self.assign(inst.id, inst.attempt.next(), worker, incarnation, now_ms)
+            }
+            other => Ok(other),
+        }
     }
 }

@@ -145,6 +145,13 @@ impl State {
                 now_ms,
                 skip,
             } => self.fire(*job, *fire_time_ms, *now_ms, skip.as_deref()),
+            Command::FireAssign {
+                job,
+                fire_time_ms,
+                now_ms,
+                worker,
+                incarnation,
+            } => self.fire_assign(*job, *fire_time_ms, *now_ms, worker, incarnation),
             Command::Batch { commands } => self.batch(commands),
             Command::Expire {
                 instances,
