@@ -861,6 +861,15 @@ impl Fault {
 async fn inject(c: &mut TestCluster, fault: Fault, x: &mut Injected) -> anyhow::Result<bool> {
     match fault {
         Fault::KillLeader => {
+            // Every other kill strikes where the fire cycle leaves the most in
+            // flight: the next second's fires are committed already assigned
+            // (`FireAssign`) and held by their workers, not yet due. The new leader
+            // must keep those assignments (no loss, no second attempt beside them).
+            if x.kills.len() % 2 == 0 {
+                let phase = epoch_ms().rem_euclid(1_000);
+                let wait = (1_000 + FREEZE_PHASE_MS - phase).rem_euclid(1_000);
+                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            }
             let l = c.wait_leader(Duration::from_secs(20)).await?;
             x.kills.push(epoch_ms());
             c.kill(l)?;

@@ -60,6 +60,8 @@ pub async fn run(
         turn: 0,
         swept: None,
     };
+    // Hand-overs of an earlier leadership: the sweep re-sends what is still due.
+    drop(d.take_committed());
     loop {
         me.round(&token).await;
         tokio::select! {
@@ -74,6 +76,12 @@ pub async fn run(
 
 impl Dispatcher<'_> {
     async fn round(&mut self, token: &CancellationToken) {
+        // The scheduler's fires committed already assigned leave first.
+        for inst in self.d.take_committed() {
+            if !self.sent.contains(&(inst.id, inst.attempt)) {
+                self.after_commit(&inst);
+            }
+        }
         for w in self.d.registry.expire(self.d.cfg.worker_timeout) {
             tracing::warn!(worker = %w, timeout = ?self.d.cfg.worker_timeout, "worker timed out; its instances will be retried");
         }

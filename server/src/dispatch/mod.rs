@@ -8,9 +8,11 @@
 //! `leadership.rs`, and streams are accepted only while the published role
 //! (`Context::role`) is Leader, and end when it changes.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use qron_proto::worker::LeaderId;
+use qron_raft_store::Instance;
 use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
 
@@ -53,6 +55,9 @@ pub struct Dispatch {
     /// The leadership whose term's first entry is applied (set by the barrier task in
     /// `leadership.rs`): registrations are checked against the state only then.
     pub ready: watch::Sender<Option<LeaderId>>,
+    /// Assignments committed by the scheduler (`Command::FireAssign`) whose
+    /// dispatches the dispatcher sends at the start of its next round.
+    committed: Mutex<Vec<Instance>>,
 }
 
 impl Dispatch {
@@ -63,7 +68,26 @@ impl Dispatch {
             cfg,
             sessions: TaskTracker::new(),
             ready: watch::Sender::new(None),
+            committed: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Hands committed assignments over to the dispatcher, which sends them
+    /// (only committed facts leave the leader: rule 2, docs/rules.md) and wakes it.
+    pub fn hand_over(&self, assigned: Vec<Instance>) {
+        if assigned.is_empty() {
+            return;
+        }
+        self.committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(assigned);
+        self.wake();
+    }
+
+    /// The assignments handed over since the last call.
+    pub fn take_committed(&self) -> Vec<Instance> {
+        std::mem::take(&mut *self.committed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The lease a worker of this leader runs under: 3/5 of the worker timeout.

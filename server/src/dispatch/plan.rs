@@ -275,6 +275,55 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
     out
 }
 
+/// Fire and assign in one entry: each of the wheel's runnable fires is
+/// assigned at once to a worker that the job's filter and strategy pick
+/// (`Command::FireAssign`), so its dispatch leaves as soon as that entry
+/// commits, ahead of the fire time, with no separate `Assign` round trip. A fire
+/// that no live worker can take now, a skipped fire, or one of a job that is
+/// gone stays a plain `Fire`: the dispatcher assigns it when it can (or fails
+/// it, per the job's policy). `turn` drives round-robin and random picks, as in
+/// [`plan`].
+pub fn pre_assign(state: &State, workers: &[Worker], fires: Vec<Command>, turn: &mut u64) -> Vec<Command> {
+    let mut pending: HashMap<WorkerId, u32> = HashMap::new();
+    let mut specs: HashMap<JobId, Option<JobSpec>> = HashMap::new();
+    fires
+        .into_iter()
+        .map(|c| match c {
+            Command::Fire {
+                job,
+                fire_time_ms,
+                now_ms,
+                skip: None,
+            } if !workers.is_empty() => {
+                let spec = specs.entry(job).or_insert_with(|| state.job(job).ok().map(|j| j.spec));
+                match spec
+                    .as_ref()
+                    .and_then(|spec| select::pick(spec, workers, &pending, *turn))
+                {
+                    Some(w) => {
+                        *turn = turn.wrapping_add(1);
+                        *pending.entry(w.reg.worker_id.clone()).or_default() += 1;
+                        Command::FireAssign {
+                            job,
+                            fire_time_ms,
+                            now_ms,
+                            worker: w.reg.worker_id.clone(),
+                            incarnation: w.reg.incarnation.clone(),
+                        }
+                    }
+                    None => Command::Fire {
+                        job,
+                        fire_time_ms,
+                        now_ms,
+                        skip: None,
+                    },
+                }
+            }
+            other => other,
+        })
+        .collect()
+}
+
 /// The attempts a worker says it holds that are not their instance's live
 /// attempt on that worker (stopped, superseded, finished, or unknown): the worker
 /// is told to stop each, on every register and heartbeat (rule 11, docs/rules.md).
@@ -535,6 +584,61 @@ mod tests {
         assert!(plan(&s, &r.snapshot(), inputs(&sent, true)).commands.is_empty());
         let s = fired_at(NOW + 500);
         assert_eq!(plan(&s, &r.snapshot(), inputs(&sent, true)).commands.len(), 1);
+    }
+
+    #[test]
+    fn pre_assign_assigns_runnable_fires_within_the_workers_slots_and_leaves_the_rest() {
+        let (s, _) = state_with_instance("wait");
+        let fire = |t: i64, skip: Option<&str>, job: u64| Command::Fire {
+            job: JobId(job),
+            fire_time_ms: NOW + t,
+            now_ms: NOW,
+            skip: skip.map(str::to_owned),
+        };
+        // Six runnable fires, a skipped one, one of a job that does not exist.
+        let mut fires: Vec<Command> = (1..=6).map(|t| fire(t, None, 1)).collect();
+        fires.push(fire(7, Some("misfire"), 1));
+        fires.push(fire(8, None, 99));
+        let (r, _rx) = registry(&[("w1", "i1"), ("w2", "i2")]);
+        let mut turn = 0;
+        let out = pre_assign(&s, &r.snapshot(), fires.clone(), &mut turn);
+        assert_eq!(out.len(), fires.len(), "one command per fire, in order");
+        let mut per_worker: HashMap<String, u32> = HashMap::new();
+        for (i, c) in out[..6].iter().enumerate() {
+            match c {
+                Command::FireAssign {
+                    job,
+                    fire_time_ms,
+                    worker,
+                    incarnation,
+                    ..
+                } => {
+                    assert_eq!((*job, *fire_time_ms), (JobId(1), NOW + 1 + i as i64));
+                    let want = if worker.as_str() == "w1" { "i1" } else { "i2" };
+                    assert_eq!(incarnation, want, "the picked worker's process");
+                    *per_worker.entry(worker.to_string()).or_default() += 1;
+                }
+                other => panic!("fire {i} not assigned: {other:?}"),
+            }
+        }
+        assert_eq!(per_worker.len(), 2, "spread over both workers: {per_worker:?}");
+        assert_eq!(out[6], fires[6], "a skipped fire stays a Fire");
+        assert_eq!(out[7], fires[7], "a fire of an unknown job stays a Fire");
+        assert_eq!(turn, 6);
+
+        // Two workers of 4 slots each: the ninth and tenth fires wait for the dispatcher.
+        let fires: Vec<Command> = (1..=10).map(|t| fire(t, None, 1)).collect();
+        let out = pre_assign(&s, &r.snapshot(), fires, &mut turn);
+        let assigned = out.iter().filter(|c| matches!(c, Command::FireAssign { .. })).count();
+        assert_eq!(assigned, 8, "{out:?}");
+        assert!(
+            matches!(out[8..], [Command::Fire { .. }, Command::Fire { .. }]),
+            "{out:?}"
+        );
+
+        // No live worker: nothing is assigned.
+        let fires = vec![fire(1, None, 1)];
+        assert_eq!(pre_assign(&s, &[], fires.clone(), &mut turn), fires);
     }
 
     fn stop(s: &mut State, id: InstanceId) {

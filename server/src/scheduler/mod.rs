@@ -1,10 +1,15 @@
 //! The leader's scheduler loop: keeps a [`Wheel`] built from the replicated
 //! state (when job definitions change, `State::job_epoch`, it re-plans the
 //! jobs the state machine says changed, or rebuilds when it cannot say), takes
-//! the fires due within the pre-dispatch horizon and proposes them as `Fire`
-//! commands in batches, ahead of their time, so that the dispatch reaches the
-//! worker before the fire instant and the worker starts it on the dot by its own
-//! clock: nothing waits on a Raft round trip at the fire time itself.
+//! the fires due within the pre-dispatch horizon, assigns each to a worker as it
+//! fires (`dispatch::plan::pre_assign`), and proposes them as `FireAssign`
+//! commands in batches, ahead of their time. Once a batch commits, its
+//! assignments go to the dispatcher, which sends them at once: the dispatch
+//! reaches the worker before the fire instant and the worker starts it on the
+//! dot by its own clock. Nothing waits on a Raft round trip at the fire time
+//! itself, and a scheduled instance costs one entry before its dispatch, not
+//! two (a fire no worker can take now stays a plain `Fire`, which the
+//! dispatcher assigns later).
 //!
 //! It is one of the leader's tasks: `leadership.rs` starts it after the term's
 //! barrier and cancels it when the leadership ends.
@@ -12,12 +17,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use qron_raft_store::{Command, Raft};
+use qron_raft_store::{Command, InstanceStatus, Raft, Reply};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::context::Context;
-use crate::dispatch::Dispatch;
+use crate::dispatch::{plan, Dispatch};
 use crate::raft::propose_batch;
 
 pub mod wheel;
@@ -51,6 +56,8 @@ pub async fn run(
     let horizon = cfg.horizon.as_millis() as i64;
     let misfire = cfg.misfire_threshold.as_millis() as i64;
     let tick = cfg.tick.as_millis() as i64;
+    // Drives the round-robin and random picks of fires assigned as they fire.
+    let mut turn = 0u64;
     loop {
         {
             let s = ctx.state.read();
@@ -69,9 +76,17 @@ pub async fn run(
                 wheel.chain_delayed(&s);
             }
         }
-        let fires = wheel.take_due(&ctx.state.read(), now_ms(), horizon, misfire);
+        let fires = {
+            let s = ctx.state.read();
+            let fires = wheel.take_due(&s, now_ms(), horizon, misfire);
+            if fires.is_empty() {
+                fires
+            } else {
+                plan::pre_assign(&s, &d.registry.snapshot(), fires, &mut turn)
+            }
+        };
         if !fires.is_empty() {
-            let ok = propose(&ctx.raft, fires).await;
+            let ok = propose(&ctx.raft, &d, fires).await;
             d.wake();
             if !ok {
                 // Some fires may not be committed: start again from what the state says.
@@ -91,18 +106,25 @@ pub async fn run(
     Ok(())
 }
 
-/// Proposes fires in batches; false if any batch was not committed.
-async fn propose(raft: &Raft, mut fires: Vec<Command>) -> bool {
+/// Proposes fires in batches and hands the committed assignments to the
+/// dispatcher; false if any batch was not committed.
+async fn propose(raft: &Raft, d: &Dispatch, mut fires: Vec<Command>) -> bool {
     while !fires.is_empty() {
         let rest = fires.split_off(fires.len().min(MAX_BATCH));
         let batch = std::mem::replace(&mut fires, rest);
         let n = batch.len();
         match propose_batch(raft, batch).await {
             Ok(replies) => {
-                for e in replies.iter().filter_map(|r| r.as_ref().err()) {
-                    tracing::debug!(error = %e, "fire refused");
+                let mut assigned = Vec::new();
+                for r in replies {
+                    match r {
+                        Ok(Reply::Instance(i)) if i.status == InstanceStatus::WaitingWorkerReceive => assigned.push(*i),
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "fire refused"),
+                    }
                 }
-                tracing::debug!(fires = n, "fires committed");
+                tracing::debug!(fires = n, assigned = assigned.len(), "fires committed");
+                d.hand_over(assigned);
             }
             Err(e) => {
                 tracing::warn!(error = %e, fires = n, "fires not committed");
