@@ -99,6 +99,9 @@ impl Dispatcher<'_> {
             let state = self.ctx.state.read();
             let unconfirmed: std::collections::HashSet<_> = state.unconfirmed_ids().into_iter().collect();
             self.stops_sent.retain(|(id, _), _| unconfirmed.contains(id));
+            if sweep {
+                forget_inactive(&mut self.sent, &state.active_ids());
+            }
             plan::plan(
                 &state,
                 &workers,
@@ -197,5 +200,31 @@ impl Dispatcher<'_> {
             }
             _ => {}
         }
+    }
+}
+
+/// Keeps only the sent dispatches of active instances: what was sent matters
+/// only while its instance may need a re-send (an assigned one). Without this the
+/// set held every dispatch of the leadership: at a thousand instances a second,
+/// 20 to 40 bytes each, gigabytes a day, all of it on the leader.
+fn forget_inactive(sent: &mut HashSet<(InstanceId, Attempt)>, active: &[InstanceId]) {
+    let active: HashSet<InstanceId> = active.iter().copied().collect();
+    sent.retain(|(id, _)| active.contains(id));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sent_set_forgets_instances_that_are_no_longer_active() {
+        let mut sent: HashSet<(InstanceId, Attempt)> = (1..=1_000).map(|i| (InstanceId(i), Attempt(1))).collect();
+        sent.insert((InstanceId(7), Attempt(2)));
+        forget_inactive(&mut sent, &[InstanceId(7), InstanceId(999), InstanceId(5_000)]);
+        let want: HashSet<(InstanceId, Attempt)> = [(7, 1), (7, 2), (999, 1)]
+            .into_iter()
+            .map(|(i, a)| (InstanceId(i), Attempt(a)))
+            .collect();
+        assert_eq!(sent, want);
     }
 }
