@@ -603,7 +603,10 @@ impl Drop for TestCluster {
                 let _ = c.wait();
             }
         }
-        if std::thread::panicking() {
+        // A panicking test keeps its cluster's directory (logs, data) for the
+        // post-mortem; `QRON_KEEP_CLUSTER=1` keeps it always (a benchmark's run).
+        let keep = std::env::var_os("QRON_KEEP_CLUSTER").is_some_and(|v| v == "1");
+        if std::thread::panicking() || keep {
             eprintln!("{}", self.log_tails(60));
             if let Some(dir) = self.dir.take() {
                 let kept = dir.keep();

@@ -21,11 +21,11 @@ use qron_chaos_tests::{eventually, free_port, ClusterOptions, TestCluster};
 use serde_json::json;
 
 /// wrk's figures for one target.
-struct Run {
-    p50_ms: f64,
-    p99_ms: f64,
-    requests: u64,
-    non2xx: u64,
+pub(crate) struct Run {
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) requests: u64,
+    pub(crate) non2xx: u64,
 }
 
 pub async fn run(connections: u32, seconds: u32, threads: u32, server_args: Vec<String>) -> anyhow::Result<()> {
@@ -71,7 +71,7 @@ pub async fn run(connections: u32, seconds: u32, threads: u32, server_args: Vec<
 
 impl Run {
     /// Requests answered 2xx: the writes made.
-    fn writes(&self) -> u64 {
+    pub(crate) fn writes(&self) -> u64 {
         self.requests.saturating_sub(self.non2xx)
     }
 }
@@ -87,7 +87,7 @@ fn print(what: &str, r: &Run, connections: u32, seconds: u32) {
     );
 }
 
-fn which(tool: &str) -> anyhow::Result<()> {
+pub(crate) fn which(tool: &str) -> anyhow::Result<()> {
     let ok = Proc::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
@@ -98,7 +98,7 @@ fn which(tool: &str) -> anyhow::Result<()> {
 }
 
 /// Runs wrk and reads its summary.
-fn wrk(script: &Path, url: &str, connections: u32, seconds: u32, threads: u32) -> anyhow::Result<Run> {
+pub(crate) fn wrk(script: &Path, url: &str, connections: u32, seconds: u32, threads: u32) -> anyhow::Result<Run> {
     let out = Proc::new("wrk")
         .args(["--latency", "-t", &threads.to_string(), "-c", &connections.to_string()])
         .args(["-d", &format!("{seconds}s"), "--timeout", "10s", "-s"])

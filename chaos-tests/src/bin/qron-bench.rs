@@ -27,6 +27,9 @@
 //!   chaos checker's fire invariant over the run.
 //! * `qron-bench writes [--connections 256 --seconds 20]`: durable writes per
 //!   second over HTTP, qron beside a 3-member etcd under the same wrk load.
+//! * `qron-bench throughput [--mode run-now|fixed-rate --jobs N --seconds 60]`:
+//!   sustained instances per second end to end (API call or fire to SUCCEEDED),
+//!   three servers and two workers, no-op processor; wrk drives the run-now calls.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +37,8 @@ use std::time::{Duration, Instant};
 mod restart;
 #[path = "../bench/soak.rs"]
 mod soak;
+#[path = "../bench/throughput.rs"]
+mod throughput;
 #[path = "../bench/writes.rs"]
 mod writes;
 
@@ -138,6 +143,26 @@ enum Bench {
         #[arg(long = "server-arg", allow_hyphen_values = true)]
         server_args: Vec<String>,
     },
+    /// Sustained instances per second end to end (API call or fire to
+    /// SUCCEEDED committed), 3 servers and 2 workers, no-op processor.
+    Throughput {
+        #[arg(long, value_enum, default_value_t = throughput::Mode::RunNow)]
+        mode: throughput::Mode,
+        /// Jobs: API jobs the run-now calls cycle over, or fixed-rate 1 s jobs.
+        #[arg(long, default_value_t = 100)]
+        jobs: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// wrk's connections (run-now).
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        /// wrk's threads (run-now).
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// One more flag for every server, repeatable.
+        #[arg(long = "server-arg", allow_hyphen_values = true)]
+        server_args: Vec<String>,
+    },
     /// Run-now latency: API call to processor start.
     RunLatency {
         /// Instances to run, one every 20 ms.
@@ -179,6 +204,14 @@ async fn main() -> anyhow::Result<()> {
             threads,
             server_args,
         } => writes::run(connections, seconds, threads, server_args).await,
+        Bench::Throughput {
+            mode,
+            jobs,
+            seconds,
+            connections,
+            threads,
+            server_args,
+        } => throughput::run(mode, jobs, seconds, connections, threads, server_args).await,
     }
 }
 
