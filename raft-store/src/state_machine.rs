@@ -201,6 +201,54 @@ impl JobChanges {
     }
 }
 
+/// Applies `entries` to the state in one write batch (see `apply`).
+fn apply_entries(
+    shared: &SharedState,
+    db: &Arc<DB>,
+    cf: &'static str,
+    entries: Vec<Entry>,
+) -> Result<Vec<Response>, StorageError> {
+    let mut txn = shared.read().fresh();
+    let epoch_before = txn.job_epoch();
+    let mut out = Vec::with_capacity(entries.len());
+    let mut last = None;
+    for entry in entries {
+        last = Some(entry.log_id);
+        txn.set_applied(Some(entry.log_id));
+        let resp = match &entry.payload {
+            EntryPayload::Blank => Response(Ok(Reply::None)),
+            EntryPayload::Normal(cmd) => txn.apply(cmd),
+            EntryPayload::Membership(m) => {
+                txn.set_membership(&StoredMembership::new(Some(entry.log_id), m.clone()));
+                Response(Ok(Reply::None))
+            }
+        };
+        out.push(resp);
+    }
+    if let Some(fault) = txn.take_fault() {
+        let e = std::io::Error::other(fault);
+        return Err(match last {
+            Some(l) => StorageIOError::apply(l, &e),
+            None => StorageIOError::write_state_machine(&e),
+        }
+        .into());
+    }
+    let epoch_after = txn.job_epoch();
+    let changed_jobs = txn.take_changed_jobs();
+    let writes = txn.take_writes();
+    // Readers wait for the batch: they see all of it or none.
+    let state = shared.write();
+    RocksKv { db: db.clone(), cf }
+        .write(&writes)
+        .map_err(|e| StorageIOError::write_state_machine(&std::io::Error::other(e)))?;
+    if epoch_after != epoch_before {
+        // Under the write lock: a reader that sees the new epoch sees its changes.
+        shared.note_job_changes(epoch_before, epoch_after, changed_jobs);
+    }
+    drop(state);
+    Ok(out)
+}
+
 /// A [`Kv`] on one column family of the node's RocksDB.
 pub struct RocksKv {
     db: Arc<DB>,
@@ -790,48 +838,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
-        let mut txn = self.state.read().fresh();
-        let epoch_before = txn.job_epoch();
-        let mut out = Vec::new();
-        let mut last = None;
-        for entry in entries {
-            last = Some(entry.log_id);
-            txn.set_applied(Some(entry.log_id));
-            let resp = match &entry.payload {
-                EntryPayload::Blank => Response(Ok(Reply::None)),
-                EntryPayload::Normal(cmd) => txn.apply(cmd),
-                EntryPayload::Membership(m) => {
-                    txn.set_membership(&StoredMembership::new(Some(entry.log_id), m.clone()));
-                    Response(Ok(Reply::None))
-                }
-            };
-            out.push(resp);
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let (state, db, cf) = (self.state.clone(), self.db.clone(), self.cf);
+        // Off the async runtime: a batch of thousands of commands reads and
+        // writes RocksDB for tens of milliseconds and then waits for the
+        // state's write lock behind the readers. On a runtime thread that
+        // stalled the node's other tasks (Raft heartbeats among them) until a
+        // busy leader lost its lease. The closure owns its handles and drops
+        // them before this returns.
+        match tokio::task::spawn_blocking(move || apply_entries(&state, &db, cf, entries)).await {
+            Ok(result) => result,
+            Err(e) => Err(StorageIOError::write_state_machine(&std::io::Error::other(format!(
+                "apply did not finish: {e}"
+            )))
+            .into()),
         }
-        if let Some(fault) = txn.take_fault() {
-            let e = std::io::Error::other(fault);
-            return Err(match last {
-                Some(l) => StorageIOError::apply(l, &e),
-                None => StorageIOError::write_state_machine(&e),
-            }
-            .into());
-        }
-        let epoch_after = txn.job_epoch();
-        let changed_jobs = txn.take_changed_jobs();
-        let writes = txn.take_writes();
-        // Readers wait for the batch: they see all of it or none.
-        let state = self.state.write();
-        RocksKv {
-            db: self.db.clone(),
-            cf: self.cf,
-        }
-        .write(&writes)
-        .map_err(|e| StorageIOError::write_state_machine(&std::io::Error::other(e)))?;
-        if epoch_after != epoch_before {
-            // Under the write lock: a reader that sees the new epoch sees its changes.
-            self.state.note_job_changes(epoch_before, epoch_after, changed_jobs);
-        }
-        drop(state);
-        Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
