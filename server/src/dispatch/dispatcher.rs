@@ -76,10 +76,14 @@ pub async fn run(
 
 impl Dispatcher<'_> {
     async fn round(&mut self, token: &CancellationToken) {
-        // The scheduler's fires committed already assigned leave first.
-        for inst in self.d.take_committed() {
+        // The scheduler's fires committed already assigned leave first (a
+        // yield now and then: thousands may come at once).
+        for (i, inst) in self.d.take_committed().into_iter().enumerate() {
             if !self.sent.contains(&(inst.id, inst.attempt)) {
                 self.after_commit(&inst);
+            }
+            if i % 512 == 511 {
+                tokio::task::yield_now().await;
             }
         }
         for w in self.d.registry.expire(self.d.cfg.worker_timeout) {
@@ -189,7 +193,7 @@ impl Dispatcher<'_> {
                 if self.send(&s) {
                     tracing::info!(instance = inst.id.0, attempt = inst.attempt.0, worker = %s.worker, "dispatched");
                 } else {
-                    tracing::warn!(instance = inst.id.0, attempt = inst.attempt.0, worker = %s.worker, "assigned, but the worker's stream is gone; will re-send or declare it lost");
+                    tracing::warn!(instance = inst.id.0, attempt = inst.attempt.0, worker = %s.worker, "assigned, but the worker's stream is gone or full; will re-send or declare it lost");
                 }
             }
             InstanceStatus::WaitingDispatch => {

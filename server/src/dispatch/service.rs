@@ -22,6 +22,9 @@ pub struct WorkerRpc {
     pub dispatch: Arc<Dispatch>,
 }
 
+/// Messages queued for one worker's stream at most.
+const STREAM_CAPACITY: usize = 8_192;
+
 #[tonic::async_trait]
 impl WorkerService for WorkerRpc {
     async fn acquire(&self, _req: Request<AcquireRequest>) -> Result<Response<AcquireResponse>, Status> {
@@ -31,7 +34,10 @@ impl WorkerService for WorkerRpc {
     type ConnectStream = ReceiverStream<Result<ServerMessage, Status>>;
 
     async fn connect(&self, req: Request<Streaming<WorkerMessage>>) -> Result<Response<Self::ConnectStream>, Status> {
-        let (tx, rx) = mpsc::channel(1024);
+        // Room for a burst: with pre-dispatch, a second's fires of thousands of
+        // jobs leave for a worker at once. A full stream refuses a dispatch
+        // (re-sent by the next sweep) rather than blocking the dispatcher.
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let out = ReceiverStream::new(rx);
         let Role::Leader(leader) = self.ctx.role() else {
             // A follower (or a leader without quorum): name the leader and end the stream.

@@ -78,7 +78,7 @@ pub async fn run(
         }
         let fires = {
             let s = ctx.state.read();
-            let fires = wheel.take_due(&s, now_ms(), horizon, misfire);
+            let fires = wheel.take_due_at_most(&s, now_ms(), horizon, misfire, MAX_BATCH);
             if fires.is_empty() {
                 fires
             } else {

@@ -175,11 +175,29 @@ impl Wheel {
     /// longer holds enabled and timed is dropped (the wheel is rebuilt when
     /// the jobs change; this only spares a fire in between).
     pub fn take_due(&mut self, state: &State, now: i64, horizon: i64, misfire: i64) -> Vec<Command> {
+        self.take_due_at_most(state, now, horizon, misfire, usize::MAX)
+    }
+
+    /// [`Wheel::take_due`], for at most `max_jobs` due jobs (the earliest): the
+    /// caller holds the state's read lock meanwhile, so a burst of due jobs is
+    /// taken in bounded steps that let the state machine apply in between. The
+    /// rest stay due on the heap.
+    pub fn take_due_at_most(
+        &mut self,
+        state: &State,
+        now: i64,
+        horizon: i64,
+        misfire: i64,
+        max_jobs: usize,
+    ) -> Vec<Command> {
         let mut fires = Vec::new();
+        let mut taken = 0usize;
+        let mut misfired: Vec<(JobId, usize)> = Vec::new();
         while let Some(Reverse((t, job, generation))) = self.heap.peek().copied() {
-            if t > now + horizon {
+            if t > now + horizon || taken >= max_jobs {
                 break;
             }
+            taken += 1;
             self.heap.pop();
             if generation != self.generation(job) {
                 // Planned before the job last changed: its new entry is elsewhere.
@@ -190,7 +208,10 @@ impl Wheel {
                 continue;
             };
             let last = if t < now - misfire {
-                catch_up(&plan, job, t, now, misfire, policy, &mut fires)
+                let before = fires.len();
+                let last = catch_up(&plan, job, t, now, misfire, policy, &mut fires);
+                misfired.push((job, fires.len() - before));
+                last
             } else {
                 fires.push(Command::Fire {
                     job,
@@ -210,6 +231,15 @@ impl Wheel {
                     }
                 }
             }
+        }
+        // One line for all of them: after an outage every job may misfire at once.
+        if let Some((first, missed)) = misfired.first() {
+            tracing::warn!(
+                jobs = misfired.len(),
+                first_job = first.0,
+                first_missed = missed,
+                "misfired: catching up per each job's misfire policy"
+            );
         }
         fires
     }
@@ -245,7 +275,7 @@ fn catch_up(
         missed.push(next);
         t = next;
     }
-    tracing::warn!(job = job.0, missed = missed.len(), ?policy, "misfired: catching up");
+    tracing::debug!(job = job.0, missed = missed.len(), ?policy, "misfired: catching up");
     let last = *missed.last().unwrap_or(&first);
     // Keep the newest records; the oldest beyond the cap are folded into the first kept one.
     let keep_from = missed.len().saturating_sub(MAX_CATCH_UP_RECORDS);
@@ -316,6 +346,37 @@ mod tests {
         .0
         .expect("job");
         s
+    }
+
+    #[test]
+    fn take_due_at_most_takes_the_earliest_jobs_and_leaves_the_rest_due() {
+        let mut s = state_with_fixed_rate_job(1_000, 10_500);
+        for name in ["j2", "j3", "j4", "j5"] {
+            let spec = serde_json::from_value(serde_json::json!({
+                "app": "a", "name": name,
+                "schedule": {"type": "fixed_rate", "interval_ms": 1_000, "start_at_ms": 0},
+                "processor": {"type": "shell", "script": "true"}
+            }))
+            .expect("spec");
+            s.apply(&Command::CreateJob { spec, now_ms: 10_500 }).0.expect("job");
+        }
+        let mut w = Wheel::build(&s);
+        let ids = |fires: &[Command]| -> Vec<(u64, i64)> {
+            fires
+                .iter()
+                .map(|c| match c {
+                    Command::Fire { job, fire_time_ms, .. } => (job.0, *fire_time_ms),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let first = ids(&w.take_due_at_most(&s, 10_950, 100, 5_000, 2));
+        assert_eq!(first, vec![(1, 11_000), (2, 11_000)]);
+        assert_eq!(w.next_due(), Some(11_000), "the others are still due");
+        let rest = ids(&w.take_due_at_most(&s, 10_950, 100, 5_000, 10));
+        assert_eq!(rest, vec![(3, 11_000), (4, 11_000), (5, 11_000)]);
+        assert_eq!(w.next_due(), Some(12_000));
+        assert!(w.take_due_at_most(&s, 10_950, 100, 5_000, 10).is_empty());
     }
 
     #[test]
