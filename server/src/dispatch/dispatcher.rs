@@ -31,8 +31,9 @@ struct Dispatcher<'a> {
     d: &'a Dispatch,
     leader: LeaderId,
     started: Instant,
-    /// (instance, attempt) dispatches this leadership has sent.
-    sent: HashSet<(InstanceId, Attempt)>,
+    /// (instance, attempt) dispatches this leadership has sent, and the
+    /// worker stream each went on.
+    sent: HashMap<(InstanceId, Attempt), u64>,
     /// When this leadership last sent a Stop for each unconfirmed stopped attempt.
     stops_sent: HashMap<(InstanceId, Attempt), i64>,
     turn: u64,
@@ -55,7 +56,7 @@ pub async fn run(
         d: &d,
         leader,
         started: Instant::now(),
-        sent: HashSet::new(),
+        sent: HashMap::new(),
         stops_sent: HashMap::new(),
         turn: 0,
         swept: None,
@@ -78,8 +79,18 @@ impl Dispatcher<'_> {
     async fn round(&mut self, token: &CancellationToken) {
         // The scheduler's fires committed already assigned leave first (a
         // yield now and then: thousands may come at once).
-        for (i, inst) in self.d.take_committed().into_iter().enumerate() {
-            if !self.sent.contains(&(inst.id, inst.attempt)) {
+        for (i, handed) in self.d.take_committed().into_iter().enumerate() {
+            // As the state holds it now: a hand-over can wait while a busy round
+            // commits, and meanwhile the attempt may have been stopped, lost or
+            // finished. Only the live assignment it names is sent.
+            let now = self.ctx.state.read().instance_opt(handed.id);
+            let live = now.filter(|i| {
+                i.status == InstanceStatus::WaitingWorkerReceive
+                    && i.attempt == handed.attempt
+                    && i.worker == handed.worker
+                    && i.worker_incarnation == handed.worker_incarnation
+            });
+            if let Some(inst) = live.filter(|i| !self.sent.contains_key(&(i.id, i.attempt))) {
                 self.after_commit(&inst);
             }
             if i % 512 == 511 {
@@ -150,14 +161,14 @@ impl Dispatcher<'_> {
 
     /// Sends a committed assignment to its worker; remembers it if the stream took it.
     fn send(&mut self, s: &Send) -> bool {
-        let ok = self.d.registry.send(
+        let conn = self.d.registry.send_on(
             &s.worker,
             messages::dispatch(&s.instance, &s.job, &self.leader, now_ms()),
         );
-        if ok {
-            self.sent.insert((s.instance.id, s.instance.attempt));
+        if let Some(conn) = conn {
+            self.sent.insert((s.instance.id, s.instance.attempt), conn);
         }
-        ok
+        conn.is_some()
     }
 
     async fn commit_and_send(&mut self, commands: Vec<Command>) {
@@ -211,9 +222,9 @@ impl Dispatcher<'_> {
 /// only while its instance may need a re-send (an assigned one). Without this the
 /// set held every dispatch of the leadership: at a thousand instances a second,
 /// 20 to 40 bytes each, gigabytes a day, all of it on the leader.
-fn forget_inactive(sent: &mut HashSet<(InstanceId, Attempt)>, active: &[InstanceId]) {
+fn forget_inactive(sent: &mut HashMap<(InstanceId, Attempt), u64>, active: &[InstanceId]) {
     let active: HashSet<InstanceId> = active.iter().copied().collect();
-    sent.retain(|(id, _)| active.contains(id));
+    sent.retain(|(id, _), _| active.contains(id));
 }
 
 #[cfg(test)]
@@ -222,12 +233,13 @@ mod tests {
 
     #[test]
     fn the_sent_set_forgets_instances_that_are_no_longer_active() {
-        let mut sent: HashSet<(InstanceId, Attempt)> = (1..=1_000).map(|i| (InstanceId(i), Attempt(1))).collect();
-        sent.insert((InstanceId(7), Attempt(2)));
+        let mut sent: HashMap<(InstanceId, Attempt), u64> =
+            (1..=1_000).map(|i| ((InstanceId(i), Attempt(1)), 1)).collect();
+        sent.insert((InstanceId(7), Attempt(2)), 2);
         forget_inactive(&mut sent, &[InstanceId(7), InstanceId(999), InstanceId(5_000)]);
-        let want: HashSet<(InstanceId, Attempt)> = [(7, 1), (7, 2), (999, 1)]
+        let want: HashMap<(InstanceId, Attempt), u64> = [(7, 1, 1), (7, 2, 2), (999, 1, 1)]
             .into_iter()
-            .map(|(i, a)| (InstanceId(i), Attempt(a)))
+            .map(|(i, a, c)| ((InstanceId(i), Attempt(a)), c))
             .collect();
         assert_eq!(sent, want);
     }

@@ -16,7 +16,7 @@
 //!   as a new process, or is gone after the grace, confirms it by its loss. Until
 //!   then the instance is not assigned again (rule 11 of docs/rules.md).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use qron_proto::api::{JobSpec, NoWorkerPolicy};
 use qron_raft_store::{Attempt, Command, Instance, InstanceId, InstanceStatus, JobId, State, WorkerId};
@@ -32,8 +32,10 @@ pub struct Inputs<'a> {
     pub grace_over: bool,
     /// Scheduled instances become dispatchable this long before their fire time.
     pub horizon_ms: i64,
-    /// (instance, attempt) dispatches this leadership has already sent.
-    pub sent: &'a HashSet<(InstanceId, Attempt)>,
+    /// (instance, attempt) dispatches this leadership has already sent, with
+    /// the worker stream (`Worker::conn`) each went on: one queued on a stream
+    /// that has since been replaced never arrived, and is sent again.
+    pub sent: &'a HashMap<(InstanceId, Attempt), u64>,
     /// When this leadership last sent a Stop for each unconfirmed stopped attempt.
     pub stops_sent: &'a HashMap<(InstanceId, Attempt), i64>,
     /// Drives round-robin and random picks.
@@ -199,7 +201,7 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
                 let running = w.load.running.contains(&(inst.id, inst.attempt));
                 if inst.status == InstanceStatus::WaitingWorkerReceive
                     && !running
-                    && !input.sent.contains(&(inst.id, inst.attempt))
+                    && input.sent.get(&(inst.id, inst.attempt)) != Some(&w.conn)
                 {
                     if let Some(job) = job {
                         out.resend.push(Send {
@@ -402,7 +404,7 @@ mod tests {
 
     static NO_STOPS: std::sync::LazyLock<HashMap<(InstanceId, Attempt), i64>> = std::sync::LazyLock::new(HashMap::new);
 
-    fn inputs(sent: &HashSet<(InstanceId, Attempt)>, grace_over: bool) -> Inputs<'_> {
+    fn inputs(sent: &HashMap<(InstanceId, Attempt), u64>, grace_over: bool) -> Inputs<'_> {
         Inputs {
             now_ms: NOW,
             grace_over,
@@ -432,7 +434,7 @@ mod tests {
     fn a_waiting_instance_is_assigned_to_a_live_worker_as_the_next_attempt() {
         let (s, id) = state_with_instance("wait");
         let (r, _rx) = registry(&[("w1", "i1")]);
-        let sent = HashSet::new();
+        let sent = HashMap::new();
         let p = plan(&s, &r.snapshot(), inputs(&sent, false));
         assert_eq!(p.commands.len(), 1);
         assert!(
@@ -447,7 +449,7 @@ mod tests {
 
     #[test]
     fn no_worker_fails_only_after_the_grace_and_only_if_the_job_says_fail() {
-        let sent = HashSet::new();
+        let sent = HashMap::new();
         let (s, id) = state_with_instance("fail");
         assert!(
             plan(&s, &[], inputs(&sent, false)).commands.is_empty(),
@@ -469,7 +471,7 @@ mod tests {
 
     #[test]
     fn a_round_without_a_sweep_looks_at_waiting_instances_only() {
-        let sent = HashSet::new();
+        let sent = HashMap::new();
         let (mut s, assigned) = state_with_instance("wait");
         assign(&mut s, assigned, "w1", "i1");
         s.apply(&Command::RunJob {
@@ -518,7 +520,7 @@ mod tests {
 
     #[test]
     fn a_gone_worker_loses_its_attempt_after_the_grace_a_restarted_one_at_once() {
-        let sent = HashSet::new();
+        let sent = HashMap::new();
         let (mut s, id) = state_with_instance("wait");
         assign(&mut s, id, "w1", "i1");
         // Gone: nothing within the grace, lost after it.
@@ -545,16 +547,23 @@ mod tests {
         let (mut s, id) = state_with_instance("wait");
         assign(&mut s, id, "w1", "i1");
         let (r, _rx) = registry(&[("w1", "i1")]);
-        let mut sent = HashSet::new();
+        let mut sent = HashMap::new();
         let p = plan(&s, &r.snapshot(), inputs(&sent, true));
         assert!(p.commands.is_empty(), "{:?}", p.commands);
         assert_eq!(p.resend.len(), 1);
         assert_eq!((p.resend[0].worker.as_str(), p.resend[0].instance.id), ("w1", id));
-        sent.insert((id, Attempt(1)));
+        let conn = r.snapshot()[0].conn;
+        sent.insert((id, Attempt(1)), conn);
         assert!(
             plan(&s, &r.snapshot(), inputs(&sent, true)).resend.is_empty(),
             "sent already"
         );
+        // Sent on a stream the worker has since replaced (same process): what was
+        // queued on the old stream never arrived, so it goes again.
+        let (tx, _rx2) = mpsc::channel(4);
+        r.register(Registration::for_test("w1", "i1", &[]), tx);
+        assert_ne!(r.snapshot()[0].conn, conn);
+        assert_eq!(plan(&s, &r.snapshot(), inputs(&sent, true)).resend.len(), 1);
     }
 
     #[test]
@@ -579,7 +588,7 @@ mod tests {
             s
         };
         let (r, _rx) = registry(&[("w1", "i1")]);
-        let sent = HashSet::new();
+        let sent = HashMap::new();
         let s = fired_at(NOW + 501);
         assert!(plan(&s, &r.snapshot(), inputs(&sent, true)).commands.is_empty());
         let s = fired_at(NOW + 500);
@@ -662,7 +671,7 @@ mod tests {
         .0
         .expect("retried");
         let (r, _rx) = registry(&[("w1", "i1"), ("w2", "i1")]);
-        let sent = HashSet::new();
+        let sent = HashMap::new();
         let p = plan(&s, &r.snapshot(), inputs(&sent, true));
         assert!(
             p.commands.is_empty(),
@@ -692,7 +701,7 @@ mod tests {
         let (mut s, id) = state_with_instance("wait");
         assign(&mut s, id, "w1", "i1");
         stop(&mut s, id);
-        let sent = HashSet::new();
+        let sent = HashMap::new();
         assert!(
             plan(&s, &[], inputs(&sent, false)).commands.is_empty(),
             "within the grace: wait"

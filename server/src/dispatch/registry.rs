@@ -149,11 +149,13 @@ impl Registry {
 
     /// Sends to a worker's current stream; false if it has none or it is full/closed.
     pub fn send(&self, worker_id: &WorkerId, msg: ServerMessage) -> bool {
-        let tx = self.with(|m| m.get(worker_id).and_then(|w| w.tx.clone()));
-        match tx {
-            Some(tx) => tx.try_send(Ok(msg)).is_ok(),
-            None => false,
-        }
+        self.send_on(worker_id, msg).is_some()
+    }
+
+    /// [`Registry::send`], telling which stream (`Worker::conn`) took the message.
+    pub fn send_on(&self, worker_id: &WorkerId, msg: ServerMessage) -> Option<u64> {
+        let (tx, conn) = self.with(|m| m.get(worker_id).and_then(|w| Some((w.tx.clone()?, w.conn))))?;
+        tx.try_send(Ok(msg)).is_ok().then_some(conn)
     }
 
     /// Removes workers not heard from within `timeout`; returns their ids.

@@ -154,6 +154,24 @@ impl Session {
         }
         let worker_id = WorkerId::new(reg.worker_id.clone());
         let running: BTreeSet<(InstanceId, Attempt)> = reg.running.iter().map(wire_attempt).collect();
+        // Registered goes first: the worker takes dispatches only under the lease
+        // it grants, and one queued ahead of it would be refused and never
+        // re-sent on this stream. The worker is visible to the dispatcher only
+        // once it is on its way.
+        let registered = Registered {
+            leader: Some(self.leader),
+            heartbeat_interval_ms: self.d.cfg.heartbeat_interval.as_millis() as u64,
+            lease_ms: self.d.worker_lease().as_millis() as u64,
+        };
+        if self
+            .tx
+            .send(Ok(msg(server_message::Msg::Registered(registered))))
+            .await
+            .is_err()
+        {
+            tracing::info!(worker = %worker_id, "worker stream ended before it was registered");
+            return;
+        }
         let conn = self.d.registry.register(
             Registration {
                 worker_id: worker_id.clone(),
@@ -169,21 +187,9 @@ impl Session {
             self.tx.clone(),
         );
         tracing::info!(worker = %worker_id, app = %reg.app, running = running.len(), "worker registered");
-        let registered = Registered {
-            leader: Some(self.leader),
-            heartbeat_interval_ms: self.d.cfg.heartbeat_interval.as_millis() as u64,
-            lease_ms: self.d.worker_lease().as_millis() as u64,
-        };
-        if self
-            .tx
-            .send(Ok(msg(server_message::Msg::Registered(registered))))
-            .await
-            .is_ok()
-        {
-            self.reconcile(&worker_id, &running);
-            self.d.wake();
-            self.serve(&mut inbound, &worker_id, conn).await;
-        }
+        self.reconcile(&worker_id, &running);
+        self.d.wake();
+        self.serve(&mut inbound, &worker_id, conn).await;
         self.d.registry.disconnected(&worker_id, conn);
         tracing::info!(worker = %worker_id, "worker stream ended");
     }
