@@ -351,34 +351,13 @@ impl Executor {
 
     /// One attempt from dispatch to final report.
     async fn run_attempt(self, d: Dispatch, key: AttemptKey, cancel: CancelHandle) {
-        let permit = match self.wait_to_start(&d, &cancel).await {
-            Ok(p) => p,
-            Err(reason) => {
-                info!(%reason, "instance not started: giving it back");
-                self.release(key, reason);
-                return;
-            }
-        };
         let inner = &self.inner;
         let cfg = &inner.cfg;
-        inner.outbox.push(Report::status(
-            key,
-            InstanceStatus::Running,
-            String::new(),
-            now_ms(),
-            None,
-        ));
-        debug!("instance running");
-
+        // Made while the dispatch waits for its start time (pre-dispatch sends it
+        // ahead): the processor parsed, its context and log sink ready, so that at
+        // the instant only the processor starts. Thousands of dispatches start in
+        // the same millisecond, one after the other on the runtime's threads.
         let sink = Arc::new(LogSink::new(cfg.log_max_bytes_per_attempt, cfg.log_batch_max_bytes));
-        let flushed = CancellationToken::new();
-        let flusher = tokio::spawn(run_flusher(
-            sink.clone(),
-            key,
-            inner.outbox.clone(),
-            cfg.log_batch_interval,
-            flushed.clone(),
-        ));
         let timeout = (d.timeout_ms > 0).then(|| Duration::from_millis(d.timeout_ms));
         let ctx = TaskContext {
             job_id: d.job_id,
@@ -390,11 +369,36 @@ impl Executor {
             instance_params: d.instance_params,
             worker_id: cfg.worker_id.to_string(),
             timeout,
-            logger: TaskLogger::new(sink),
+            logger: TaskLogger::new(sink.clone()),
             cancel: cancel.token.clone(),
             cancel_reason: cancel.reason.clone(),
         };
-        let result = match self.processor_future(&d.processor_json, ctx) {
+        let prepared = self.processor_future(&d.processor_json, ctx);
+        let permit = match self.wait_to_start(d.start_at_ms, &cancel).await {
+            Ok(p) => p,
+            Err(reason) => {
+                info!(%reason, "instance not started: giving it back");
+                self.release(key, reason);
+                return;
+            }
+        };
+        inner.outbox.push(Report::status(
+            key,
+            InstanceStatus::Running,
+            String::new(),
+            now_ms(),
+            None,
+        ));
+        debug!("instance running");
+        let flushed = CancellationToken::new();
+        let flusher = tokio::spawn(run_flusher(
+            sink,
+            key,
+            inner.outbox.clone(),
+            cfg.log_batch_interval,
+            flushed.clone(),
+        ));
+        let result = match prepared {
             Ok(fut) => self.supervise(fut, timeout, &cancel).await,
             Err(result) => result,
         };
@@ -407,7 +411,7 @@ impl Executor {
 
     /// Waits for the dispatch's start time and a free slot, or gives up on a stop or
     /// shutdown (the error is the result text).
-    async fn wait_to_start(&self, d: &Dispatch, cancel: &CancelHandle) -> Result<OwnedSemaphorePermit, String> {
+    async fn wait_to_start(&self, start_at_ms: i64, cancel: &CancelHandle) -> Result<OwnedSemaphorePermit, String> {
         let inner = &self.inner;
         let shut_down = || "the worker shut down before the instance started".to_owned();
         let stopped = |c: &CancelHandle| {
@@ -417,8 +421,8 @@ impl Executor {
             )
         };
         let lapsed = || "the worker lost its lease before the instance started".to_owned();
-        let wait_ms = d.start_at_ms.saturating_sub(now_ms());
-        if d.start_at_ms > 0 && wait_ms > 0 {
+        let wait_ms = start_at_ms.saturating_sub(now_ms());
+        if start_at_ms > 0 && wait_ms > 0 {
             let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
