@@ -146,6 +146,36 @@ pub async fn run(
             pct(*disk0, *disk1)
         );
     }
+    // Disk moves in steps (a compaction, a snapshot file written beside the
+    // last, the log purged behind it): the median of three minutes around each
+    // mark is judged as well as the single minutes.
+    let window = |mid: u64| -> Vec<&Mark> {
+        marks
+            .iter()
+            .filter(|m| m.minute + 1 >= mid && m.minute <= mid + 1)
+            .collect()
+    };
+    let (early, late) = (window(at.minute), window(last.minute.saturating_sub(1)));
+    if early.len() == 3 && late.len() == 3 {
+        for (i, (id, _, _)) in at.servers.iter().enumerate() {
+            let median = |w: &[&Mark]| {
+                let mut d: Vec<u64> = w.iter().filter_map(|m| m.servers.get(i).map(|s| s.2)).collect();
+                d.sort_unstable();
+                d.get(1).copied().unwrap_or(0)
+            };
+            let (a, b) = (median(&early), median(&late));
+            println!(
+                "soak node{id}: disk median of minutes {}-{} -> {}-{}: {:.0} -> {:.0} MB ({:+.1}%)",
+                at.minute - 1,
+                at.minute + 1,
+                last.minute - 2,
+                last.minute,
+                a as f64 / 1e6,
+                b as f64 / 1e6,
+                (b as f64 - a as f64) * 100.0 / a.max(1) as f64
+            );
+        }
+    }
     println!(
         "soak leadership: term {} at minute 1, {} at minute {minutes}",
         terms.first().copied().unwrap_or(0),
