@@ -238,11 +238,10 @@ fn fires_are_idempotent_per_fire_time_and_record_skips() {
     assert_eq!(s.job(JobId(1)).expect("job").last_fire_ms, Some(2_000));
 }
 
-#[test]
-fn a_fire_over_max_instances_is_recorded_as_skipped() {
-    let mut s = setup(0);
+/// Sets job 1's `max_instances` (at time 5).
+fn set_max_instances(s: &mut State, max: u32) {
     let mut spec = s.job(JobId(1)).expect("job").spec.clone();
-    spec.max_instances = 1;
+    spec.max_instances = max;
     s.apply(&Command::UpdateJob {
         id: JobId(1),
         spec,
@@ -250,6 +249,12 @@ fn a_fire_over_max_instances_is_recorded_as_skipped() {
     })
     .0
     .expect("update");
+}
+
+#[test]
+fn a_fire_over_max_instances_is_recorded_as_skipped() {
+    let mut s = setup(0);
+    set_max_instances(&mut s, 1);
     // The run-now instance of `setup` is still waiting: it counts.
     let Ok(Reply::Instance(i)) = fire(&mut s, 1_000, None) else {
         panic!()
@@ -329,15 +334,7 @@ fn a_fire_assign_commits_the_fire_already_assigned_as_attempt_one() {
 #[test]
 fn a_fire_assign_over_max_instances_is_skipped_and_not_assigned() {
     let mut s = setup(0);
-    let mut spec = s.job(JobId(1)).expect("job").spec.clone();
-    spec.max_instances = 1;
-    s.apply(&Command::UpdateJob {
-        id: JobId(1),
-        spec,
-        now_ms: 5,
-    })
-    .0
-    .expect("update");
+    set_max_instances(&mut s, 1);
     let Ok(Reply::Instance(i)) = fire_assign(&mut s, 1_000, "w1") else {
         panic!()
     };

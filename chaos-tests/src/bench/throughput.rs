@@ -19,11 +19,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use qron_chaos_tests::{epoch_ms, eventually, ClusterOptions, TestCluster};
+use qron_chaos_tests::{epoch_ms, eventually, TestCluster};
 use qron_proto::api::{InstanceList, JobView, WorkerList};
 use serde_json::json;
 
-use crate::writes::{which, wrk};
+use crate::writes::{bench_cluster, which, wrk};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -56,17 +56,7 @@ pub async fn run(
         which("wrk")?;
     }
     anyhow::ensure!(jobs > 0 && seconds > 0, "--jobs and --seconds must be positive");
-    let mut c = TestCluster::start(
-        3,
-        ClusterOptions {
-            log: "warn".into(),
-            server_args,
-            ..Default::default()
-        },
-    )?;
-    let leader = c.wait_leader(Duration::from_secs(20)).await?;
-    c.post_ok(leader, "/api/v1/apps", &json!({"name": "bench", "secret": "s"}))
-        .await?;
+    let (mut c, leader) = bench_cluster(server_args).await?;
     for w in ["w1", "w2"] {
         c.spawn_worker(w, "bench", "s", &["--max-concurrency", "100000"])?;
     }

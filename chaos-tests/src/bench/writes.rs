@@ -33,17 +33,7 @@ pub async fn run(connections: u32, seconds: u32, threads: u32, server_args: Vec<
     which("etcd")?;
     let dir = tempfile::TempDir::new()?;
     let qron = {
-        let c = TestCluster::start(
-            3,
-            ClusterOptions {
-                log: "warn".into(),
-                server_args,
-                ..Default::default()
-            },
-        )?;
-        let leader = c.wait_leader(Duration::from_secs(20)).await?;
-        c.post_ok(leader, "/api/v1/apps", &json!({"name": "bench", "secret": "s"}))
-            .await?;
+        let (c, leader) = bench_cluster(server_args).await?;
         let script = dir.path().join("qron.lua");
         std::fs::write(&script, format!("{LUA_THREADS}{QRON_LUA}"))?;
         let url = format!("{}/api/v1/jobs", c.server(leader)?.url());
@@ -67,6 +57,23 @@ pub async fn run(connections: u32, seconds: u32, threads: u32, server_args: Vec<
         etcd.p50_ms
     );
     Ok(())
+}
+
+/// Three servers logging warnings, with `server_args`, and app `bench`
+/// (secret `s`); the leader's id.
+pub(crate) async fn bench_cluster(server_args: Vec<String>) -> anyhow::Result<(TestCluster, u64)> {
+    let c = TestCluster::start(
+        3,
+        ClusterOptions {
+            log: "warn".into(),
+            server_args,
+            ..Default::default()
+        },
+    )?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    c.post_ok(leader, "/api/v1/apps", &json!({"name": "bench", "secret": "s"}))
+        .await?;
+    Ok((c, leader))
 }
 
 impl Run {
