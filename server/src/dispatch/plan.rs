@@ -284,9 +284,17 @@ pub fn plan(state: &State, workers: &[Worker], input: Inputs<'_>) -> Plan {
 /// that no live worker can take now, a skipped fire, or one of a job that is
 /// gone stays a plain `Fire`: the dispatcher assigns it when it can (or fails
 /// it, per the job's policy). `turn` drives round-robin and random picks, as in
-/// [`plan`].
-pub fn pre_assign(state: &State, workers: &[Worker], fires: Vec<Command>, turn: &mut u64) -> Vec<Command> {
-    let mut pending: HashMap<WorkerId, u32> = HashMap::new();
+/// [`plan`]. `pending` counts what was handed to each worker since its load
+/// was last reported: the caller keeps it over the steps of one burst (the
+/// workers' heartbeats do not yet show those), so each step does not hand out
+/// the same free slots again.
+pub fn pre_assign(
+    state: &State,
+    workers: &[Worker],
+    fires: Vec<Command>,
+    turn: &mut u64,
+    pending: &mut HashMap<WorkerId, u32>,
+) -> Vec<Command> {
     let mut specs: HashMap<JobId, Option<JobSpec>> = HashMap::new();
     fires
         .into_iter()
@@ -300,7 +308,7 @@ pub fn pre_assign(state: &State, workers: &[Worker], fires: Vec<Command>, turn: 
                 let spec = specs.entry(job).or_insert_with(|| state.job(job).ok().map(|j| j.spec));
                 match spec
                     .as_ref()
-                    .and_then(|spec| select::pick(spec, workers, &pending, *turn))
+                    .and_then(|spec| select::pick(spec, workers, pending, *turn))
                 {
                     Some(w) => {
                         *turn = turn.wrapping_add(1);
@@ -610,7 +618,7 @@ mod tests {
         fires.push(fire(8, None, 99));
         let (r, _rx) = registry(&[("w1", "i1"), ("w2", "i2")]);
         let mut turn = 0;
-        let out = pre_assign(&s, &r.snapshot(), fires.clone(), &mut turn);
+        let out = pre_assign(&s, &r.snapshot(), fires.clone(), &mut turn, &mut HashMap::new());
         assert_eq!(out.len(), fires.len(), "one command per fire, in order");
         let mut per_worker: HashMap<String, u32> = HashMap::new();
         for (i, c) in out[..6].iter().enumerate() {
@@ -637,17 +645,24 @@ mod tests {
 
         // Two workers of 4 slots each: the ninth and tenth fires wait for the dispatcher.
         let fires: Vec<Command> = (1..=10).map(|t| fire(t, None, 1)).collect();
-        let out = pre_assign(&s, &r.snapshot(), fires, &mut turn);
+        let mut pending = HashMap::new();
+        let out = pre_assign(&s, &r.snapshot(), fires.clone(), &mut turn, &mut pending);
         let assigned = out.iter().filter(|c| matches!(c, Command::FireAssign { .. })).count();
         assert_eq!(assigned, 8, "{out:?}");
         assert!(
             matches!(out[8..], [Command::Fire { .. }, Command::Fire { .. }]),
             "{out:?}"
         );
+        // The next step of the same burst: the slots handed out are still taken.
+        let out = pre_assign(&s, &r.snapshot(), fires, &mut turn, &mut pending);
+        assert!(out.iter().all(|c| matches!(c, Command::Fire { .. })), "{out:?}");
 
         // No live worker: nothing is assigned.
         let fires = vec![fire(1, None, 1)];
-        assert_eq!(pre_assign(&s, &[], fires.clone(), &mut turn), fires);
+        assert_eq!(
+            pre_assign(&s, &[], fires.clone(), &mut turn, &mut HashMap::new()),
+            fires
+        );
     }
 
     fn stop(s: &mut State, id: InstanceId) {

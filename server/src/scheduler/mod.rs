@@ -14,6 +14,7 @@
 //! It is one of the leader's tasks: `leadership.rs` starts it after the term's
 //! barrier and cancels it when the leadership ends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,12 @@ pub async fn run(
     let tick = cfg.tick.as_millis() as i64;
     // Drives the round-robin and random picks of fires assigned as they fire.
     let mut turn = 0u64;
+    // A burst of due fires is taken in steps (MAX_BATCH jobs each). Its steps
+    // share the time it was first taken (a long burst's own commits must not
+    // turn its last fires into misfires) and the count of what each worker was
+    // handed (their heartbeats do not show it yet).
+    let mut burst: Option<i64> = None;
+    let mut pending = HashMap::new();
     loop {
         {
             let s = ctx.state.read();
@@ -76,21 +83,27 @@ pub async fn run(
                 wheel.chain_delayed(&s);
             }
         }
+        let now = burst.unwrap_or_else(now_ms);
+        if burst.is_none() {
+            pending.clear();
+        }
         let fires = {
             let s = ctx.state.read();
-            let fires = wheel.take_due_at_most(&s, now_ms(), horizon, misfire, MAX_BATCH);
+            let fires = wheel.take_due_at_most(&s, now, horizon, misfire, MAX_BATCH);
             if fires.is_empty() {
                 fires
             } else {
-                plan::pre_assign(&s, &d.registry.snapshot(), fires, &mut turn)
+                plan::pre_assign(&s, &d.registry.snapshot(), fires, &mut turn, &mut pending)
             }
         };
+        burst = wheel.next_due().filter(|t| *t <= now + horizon).map(|_| now);
         if !fires.is_empty() {
             let ok = propose(&ctx.raft, &d, fires).await;
             d.wake();
             if !ok {
                 // Some fires may not be committed: start again from what the state says.
                 wheel = Wheel::build(&ctx.state.read());
+                burst = None;
             }
         }
         let sleep = wheel
