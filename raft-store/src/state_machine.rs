@@ -204,7 +204,7 @@ impl JobChanges {
 /// Applies `entries` to the state in one write batch (see `apply`).
 fn apply_entries(
     shared: &SharedState,
-    db: &Arc<DB>,
+    db: Arc<DB>,
     cf: &'static str,
     entries: Vec<Entry>,
 ) -> Result<Vec<Response>, StorageError> {
@@ -238,7 +238,7 @@ fn apply_entries(
     let writes = txn.take_writes();
     // Readers wait for the batch: they see all of it or none.
     let state = shared.write();
-    RocksKv { db: db.clone(), cf }
+    RocksKv { db, cf }
         .write(&writes)
         .map_err(|e| StorageIOError::write_state_machine(&std::io::Error::other(e)))?;
     if epoch_after != epoch_before {
@@ -846,7 +846,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // stalled the node's other tasks (Raft heartbeats among them) until a
         // busy leader lost its lease. The closure owns its handles and drops
         // them before this returns.
-        match tokio::task::spawn_blocking(move || apply_entries(&state, &db, cf, entries)).await {
+        match tokio::task::spawn_blocking(move || apply_entries(&state, db, cf, entries)).await {
             Ok(result) => result,
             Err(e) => Err(StorageIOError::write_state_machine(&std::io::Error::other(format!(
                 "apply did not finish: {e}"

@@ -168,20 +168,22 @@ impl Wheel {
         self.heap.peek().map(|Reverse((t, _, _))| *t)
     }
 
-    /// Takes every fire due at or before `now + horizon` and returns the `Fire`
-    /// commands for them (with `now` as the proposer's time). A fire more than
-    /// `misfire` in the past is a misfire: the job's policy decides ([`catch_up`]).
-    /// Each job's next fire goes back on the heap. A job that `state` no
-    /// longer holds enabled and timed is dropped (the wheel is rebuilt when
-    /// the jobs change; this only spares a fire in between).
+    /// Every due job at once: [`Wheel::take_due_at_most`] without a bound (the
+    /// tests' shorthand).
+    #[cfg(test)]
     pub fn take_due(&mut self, state: &State, now: i64, horizon: i64, misfire: i64) -> Vec<Command> {
         self.take_due_at_most(state, now, horizon, misfire, usize::MAX)
     }
 
-    /// [`Wheel::take_due`], for at most `max_jobs` due jobs (the earliest): the
-    /// caller holds the state's read lock meanwhile, so a burst of due jobs is
-    /// taken in bounded steps that let the state machine apply in between. The
-    /// rest stay due on the heap.
+    /// Takes the fires due at or before `now + horizon` of at most `max_jobs`
+    /// jobs (the earliest) and returns the `Fire` commands for them (with `now`
+    /// as the proposer's time); the rest stay due on the heap. The caller holds
+    /// the state's read lock meanwhile, so a burst of due jobs is taken in
+    /// bounded steps that let the state machine apply in between. A fire more
+    /// than `misfire` in the past is a misfire: the job's policy decides
+    /// ([`catch_up`]). Each job's next fire goes back on the heap. A job that
+    /// `state` no longer holds enabled and timed is dropped (the wheel is
+    /// re-planned when the jobs change; this only spares a fire in between).
     pub fn take_due_at_most(
         &mut self,
         state: &State,
